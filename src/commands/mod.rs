@@ -1,0 +1,14 @@
+//! One function per subcommand; each loads what it needs and reports one clear error.
+
+mod config;
+
+use crate::cli::{Cli, Command, ConfigCommand};
+use crate::config::Settings;
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Config(ConfigCommand::Print) => config::print(&settings),
+        other => anyhow::bail!("`{other:?}` is not available in this build"),
+    }
+}

@@ -1,0 +1,8 @@
+//! wtsbot: WTS Chat webhooks in, rule-matched file and text replies out.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod telemetry;
