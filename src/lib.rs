@@ -5,4 +5,5 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod rules;
 pub mod telemetry;
