@@ -6,4 +6,5 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod rules;
+pub mod store;
 pub mod telemetry;
