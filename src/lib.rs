@@ -6,5 +6,6 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod rules;
+pub mod sim;
 pub mod store;
 pub mod telemetry;
