@@ -1,8 +1,14 @@
 //! Rules: the model admins write, the `rules/` directory loader, and the matching engine.
 
+pub mod engine;
 pub mod hours;
 pub mod model;
 pub mod normalize;
 pub mod template;
 
+pub use engine::{
+    AgentFacts, CompileError, ConditionResult, MatchInput, PlannedReply, ReplyContent, RuleEngine,
+    RuleEvaluation, SessionFacts, Snapshot, render_replies,
+};
 pub use model::{AgentCondition, CooldownPer, Hours, Reply, Rule, Validation, When};
+pub use template::TemplateVars;
