@@ -9,3 +9,4 @@ pub mod rules;
 pub mod sim;
 pub mod store;
 pub mod telemetry;
+pub mod wts;
