@@ -445,3 +445,301 @@ fn is_default_on(on: &[String]) -> bool {
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+id = "manual"
+name = "Send the installation manual"
+priority = 10
+cooldown = "24h"
+cooldown_per = "contact"
+
+[when]
+text_any = ["manual", "instruções de instalação", "instal*"]
+text_regex = "segunda\\s+via"
+text_none = ["cancelar"]
+message_types = ["TEXT"]
+agent = "any"
+hours = { tz = "America/Sao_Paulo", days = ["mon","tue"], periods = ["08:00-12:00", "22:00-02:00"], holidays = ["2026-12-25"] }
+
+[[reply]]
+text = "Olá {{contact.name | \"cliente\"}}, segue o manual:"
+[[reply]]
+file = "files/manual.pdf"
+sync = true
+[[reply]]
+file_url = "https://cdn.example.com/step1.png"
+"#;
+
+    fn parse(text: &str) -> Rule {
+        toml::from_str(text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn minimal() -> Rule {
+        parse("id = \"r\"\n[[reply]]\ntext = \"oi\"")
+    }
+
+    fn errors_of(rule: &Rule) -> Vec<(String, String)> {
+        rule.validate(|name| name == "files/manual.pdf")
+            .errors
+            .into_iter()
+            .map(|e| (e.field, e.message))
+            .collect()
+    }
+
+    fn error_fields(rule: &Rule) -> Vec<String> {
+        errors_of(rule).into_iter().map(|(f, _)| f).collect()
+    }
+
+    fn warning_fields(rule: &Rule) -> Vec<String> {
+        rule.validate(|_| true)
+            .warnings
+            .into_iter()
+            .map(|e| e.field)
+            .collect()
+    }
+
+    #[test]
+    fn full_example_is_valid() {
+        let rule = parse(FULL);
+        let validation = rule.validate(|name| name == "files/manual.pdf");
+        assert_eq!(validation, Validation::default());
+        assert_eq!(
+            rule.cooldown_duration(),
+            Some(Duration::from_secs(24 * 3600))
+        );
+        assert_eq!(rule.when.agent, AgentCondition::Any);
+        assert!(rule.replies[1].sync);
+    }
+
+    #[test]
+    fn defaults() {
+        let rule = minimal();
+        assert!(rule.enabled);
+        assert_eq!(rule.priority, 100);
+        assert_eq!(rule.on, ["MESSAGE_RECEIVED"]);
+        assert!(!rule.stop);
+        assert_eq!(rule.cooldown_duration(), None);
+        assert_eq!(rule.cooldown_per, CooldownPer::Session);
+        assert_eq!(rule.when.agent, AgentCondition::None);
+    }
+
+    #[test]
+    fn serializes_back_without_defaults_in_toml_and_json() {
+        assert_eq!(
+            toml::to_string(&minimal()).unwrap(),
+            "id = \"r\"\n\n[[reply]]\ntext = \"oi\"\n"
+        );
+        let full = parse(FULL);
+        assert_eq!(parse(&toml::to_string(&full).unwrap()), full);
+        let json = serde_json::to_value(&full).unwrap();
+        assert_eq!(json["reply"][1]["file"], "files/manual.pdf");
+        assert!(json.get("enabled").is_none());
+        assert_eq!(serde_json::from_value::<Rule>(json).unwrap(), full);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<Rule>("id = \"r\"\ntexto = 1").is_err());
+        assert!(toml::from_str::<Rule>("id = \"r\"\n[when]\ntext = [\"a\"]").is_err());
+        assert!(serde_json::from_str::<Rule>(r#"{"id":"r","reply":[{"txt":"a"}]}"#).is_err());
+        assert!(toml::from_str::<Rule>("id = \"r\"\n[when]\nagent = \"someone\"").is_err());
+    }
+
+    #[test]
+    fn id_must_be_a_short_unreserved_slug() {
+        for bad in ["", "Manual", "-manual", "manual price", "ação"] {
+            let rule = Rule {
+                id: bad.into(),
+                ..minimal()
+            };
+            assert_eq!(error_fields(&rule), ["id"], "{bad:?}");
+        }
+        let long = Rule {
+            id: "a".repeat(65),
+            ..minimal()
+        };
+        assert_eq!(error_fields(&long), ["id"]);
+        let reserved = Rule {
+            id: "test".into(),
+            ..minimal()
+        };
+        assert_eq!(
+            errors_of(&reserved),
+            [("id".into(), "\"test\" is reserved".into())]
+        );
+        for good in ["manual", "0-price_list", &"a".repeat(64)] {
+            let rule = Rule {
+                id: good.to_string(),
+                ..minimal()
+            };
+            assert!(errors_of(&rule).is_empty(), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn events_must_be_known_and_never_message_sent() {
+        let rule = Rule {
+            on: vec![
+                "SESSION_NEW".into(),
+                "MESSAGE_SENT".into(),
+                "MESSAGE_RECIEVED".into(),
+            ],
+            ..minimal()
+        };
+        assert_eq!(error_fields(&rule), ["on[1]", "on[2]"]);
+        let none = Rule {
+            on: vec![],
+            ..minimal()
+        };
+        assert_eq!(error_fields(&none), ["on"]);
+    }
+
+    #[test]
+    fn regex_must_compile_and_not_be_empty() {
+        let mut rule = minimal();
+        rule.when.text_regex = Some("segunda(\\s+via".into());
+        assert_eq!(
+            errors_of(&rule),
+            [("when.text_regex".into(), "unclosed group".into())]
+        );
+        rule.when.text_regex = Some(String::new());
+        assert_eq!(error_fields(&rule), ["when.text_regex"]);
+    }
+
+    #[test]
+    fn hours_errors_carry_their_paths() {
+        let mut rule = minimal();
+        rule.when.hours = Some(Hours {
+            tz: "America/Sao_Paulo".into(),
+            periods: vec!["08:00-12:00".into(), "8-12".into()],
+            ..Hours::default()
+        });
+        rule.when.outside_hours = Some(Hours {
+            tz: "Nowhere/City".into(),
+            days: vec!["sab".into()],
+            holidays: vec!["25/12/2026".into()],
+            ..Hours::default()
+        });
+        assert_eq!(
+            error_fields(&rule),
+            [
+                "when.hours.periods[1]",
+                "when.outside_hours.tz",
+                "when.outside_hours.days[0]",
+                "when.outside_hours.holidays[0]"
+            ]
+        );
+    }
+
+    #[test]
+    fn replies_are_required_and_each_has_exactly_one_kind() {
+        let mut rule = minimal();
+        rule.replies.clear();
+        assert_eq!(error_fields(&rule), ["reply"]);
+        rule.replies = vec![
+            Reply::default(),
+            Reply {
+                text: Some("a".into()),
+                file: Some("files/manual.pdf".into()),
+                ..Reply::default()
+            },
+        ];
+        assert_eq!(error_fields(&rule), ["reply[0]", "reply[1]"]);
+    }
+
+    #[test]
+    fn reply_contents_are_checked() {
+        let mut rule = minimal();
+        rule.replies = vec![
+            Reply {
+                text: Some("Olá {{contact.nome}}".into()),
+                ..Reply::default()
+            },
+            Reply {
+                file: Some("files/missing.pdf".into()),
+                ..Reply::default()
+            },
+            Reply {
+                file_url: Some("ftp://example.com/a.pdf".into()),
+                ..Reply::default()
+            },
+            Reply {
+                file_url: Some("not a url".into()),
+                ..Reply::default()
+            },
+            Reply {
+                text: Some("  ".into()),
+                ..Reply::default()
+            },
+            Reply {
+                file: Some("files/manual.pdf".into()),
+                ..Reply::default()
+            },
+        ];
+        assert_eq!(
+            error_fields(&rule),
+            [
+                "reply[0].text",
+                "reply[1].file",
+                "reply[2].file_url",
+                "reply[3].file_url",
+                "reply[4].text"
+            ]
+        );
+        assert!(
+            errors_of(&rule)[0]
+                .1
+                .contains("unknown variable `contact.nome`")
+        );
+    }
+
+    #[test]
+    fn cooldown_must_parse() {
+        let rule = Rule {
+            cooldown: Some("one day".into()),
+            ..minimal()
+        };
+        assert_eq!(error_fields(&rule), ["cooldown"]);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let rule = parse(
+            "id = \"Bad Id\"\non = [\"MESSAGE_SENT\"]\ncooldown = \"x\"\n[when]\ntext_regex = \"(\"\n",
+        );
+        assert_eq!(
+            error_fields(&rule),
+            ["id", "on[0]", "cooldown", "when.text_regex", "reply"]
+        );
+    }
+
+    #[test]
+    fn warnings() {
+        let mut rule = minimal();
+        rule.when.text_regex = Some("Segunda via|instalação|[Á]|\\S+|[A-Z]".into());
+        rule.when.text_any = vec!["manual".into(), " ".into()];
+        assert_eq!(
+            warning_fields(&rule),
+            ["when.text_any[1]", "when.text_regex"]
+        );
+        let message = &rule.validate(|_| true).warnings[1].message;
+        assert!(
+            message.contains("\"Sçãá\"") || message.contains("Sçã"),
+            "{message}"
+        );
+        assert!(rule.validate(|_| true).is_ok());
+
+        let mut welcome = minimal();
+        welcome.on = vec!["SESSION_NEW".into()];
+        welcome.when.text_any = vec!["oi".into()];
+        welcome.when.message_types = vec!["TEXT".into()];
+        assert_eq!(
+            warning_fields(&welcome),
+            ["when.text_any", "when.message_types"]
+        );
+    }
+}
