@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "wtsbot", version, about = "Auto-reply daemon for WTS Chat support teams")]
+#[command(
+    name = "wtsbot",
+    version,
+    about = "Auto-reply daemon for WTS Chat support teams"
+)]
 pub struct Cli {
     /// Configuration file, read after the built-in defaults and before WTSBOT__* variables.
     #[arg(long, global = true, value_name = "PATH")]

@@ -196,8 +196,7 @@ impl Settings {
         if self.wts.requests_per_5s == 0 || self.wts.requests_per_5min == 0 {
             return invalid("wts.requests_per_5s", "request budgets must be above zero");
         }
-        if !self.wts.base_url.starts_with("http://") && !self.wts.base_url.starts_with("https://")
-        {
+        if !self.wts.base_url.starts_with("http://") && !self.wts.base_url.starts_with("https://") {
             return invalid("wts.base_url", "must be an http:// or https:// URL");
         }
         if self.bot.retry_schedule.is_empty() {
@@ -392,11 +391,9 @@ mod tests {
             "[server]\nbind = \"0.0.0.0:9000\"\n[bot]\nsession_reply_cap = 9\n",
         )
         .unwrap();
-        let s = Settings::load_with_env(
-            Some(&path),
-            env(&[("WTSBOT__BOT__SESSION_REPLY_CAP", "3")]),
-        )
-        .unwrap();
+        let s =
+            Settings::load_with_env(Some(&path), env(&[("WTSBOT__BOT__SESSION_REPLY_CAP", "3")]))
+                .unwrap();
         assert_eq!(s.server.bind, "0.0.0.0:9000");
         assert_eq!(s.bot.session_reply_cap, 3);
     }

@@ -135,8 +135,10 @@ mod tests {
 
     #[actix_web::test]
     async fn server_errors_are_opaque() {
-        let (status, body) =
-            body_of(AppError::Unexpected(anyhow::anyhow!("password=hunter2 leaked"))).await;
+        let (status, body) = body_of(AppError::Unexpected(anyhow::anyhow!(
+            "password=hunter2 leaked"
+        )))
+        .await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(body["message"], "internal error");
         assert!(!body.to_string().contains("hunter2"));

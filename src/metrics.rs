@@ -53,13 +53,18 @@ impl Metrics {
             "Rule decisions, by rule and decision",
             &["rule", "decision"],
         );
-        let sends = counter("sends_total", "Finished reply steps, by outcome", &["outcome"]);
+        let sends = counter(
+            "sends_total",
+            "Finished reply steps, by outcome",
+            &["outcome"],
+        );
         let wts_latency = HistogramVec::new(
-            HistogramOpts::new("wts_request_duration_seconds", "WTS API call latency")
-                .buckets(vec![
+            HistogramOpts::new("wts_request_duration_seconds", "WTS API call latency").buckets(
+                vec![
                     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                     30.0,
-                ]),
+                ],
+            ),
             &["endpoint"],
         )
         .expect("metric definitions are static and valid");
