@@ -1,6 +1,7 @@
 //! One function per subcommand; each loads what it needs and reports one clear error.
 
 mod config;
+mod serve;
 
 use crate::cli::{Cli, Command, ConfigCommand};
 use crate::config::Settings;
@@ -9,6 +10,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(cli.config.as_deref())?;
     match cli.command {
         Command::Config(ConfigCommand::Print) => config::print(&settings),
+        Command::Serve => serve::serve(settings).await,
         other => anyhow::bail!("`{other:?}` is not available in this build"),
     }
 }
