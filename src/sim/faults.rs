@@ -26,7 +26,8 @@ pub enum FaultKind {
     DropAfterProcessing,
 }
 
-/// A fault for requests whose method and path match, applied `times` times.
+/// A fault for requests whose method and path match, applied `times` times. Faults are
+/// checked before authentication and routing, and also apply to the pre-signed upload PUT.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Fault {

@@ -455,6 +455,15 @@ async fn the_presigned_put_behaves_like_s3() {
         StatusCode::FORBIDDEN
     );
 
+    let chunks = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"x"))]);
+    let chunked = client()
+        .put(&url)
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chunked.status(), StatusCode::LENGTH_REQUIRED);
+
     let early = post(
         &sim,
         "/core/v2/file",
