@@ -95,7 +95,8 @@ pub(crate) fn take_fault(
 }
 
 /// The account limits: more than `short_max` requests in any `short_window`, or more than
-/// `long_max` in any `long_window`, answer 429.
+/// `long_max` in any `long_window`, answer 429 (without `Retry-After`, which WTS does not
+/// document). Refused requests do not count against the windows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RateLimit {
     pub short_max: u32,
