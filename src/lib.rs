@@ -5,6 +5,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod inbox;
+pub mod jobs;
 pub mod metrics;
 pub mod rules;
 pub mod sim;

@@ -15,8 +15,10 @@
 //! Methods are grouped per concern, one file each (`inbox.rs`, `meta.rs`, ...), each an
 //! `impl Store` block.
 
+pub mod dispatch;
 mod error;
 pub mod inbox;
+pub mod jobs;
 pub mod meta;
 
 use std::str::FromStr;
