@@ -132,7 +132,7 @@ CREATE TABLE tokens (
     role       TEXT    NOT NULL CHECK (role IN ('admin', 'editor', 'viewer')),
     token_hash TEXT    NOT NULL UNIQUE,
     created_at BIGINT  NOT NULL,
-    revoked_at BIGINT 
+    revoked_at BIGINT
 );
 
 CREATE TABLE meta (

@@ -142,7 +142,7 @@ async fn commit(store: &Store, signal: &InboxSignal, batch: Vec<Submission>) {
             }
         }
         Err(err) => {
-            tracing::error!(error.cause_chain = ?err, rows = events.len(), "inbox batch failed");
+            tracing::error!(error.cause_chain = ?err, "inbox batch failed");
             let shared = Arc::new(err);
             for reply in replies {
                 let _ = reply.send(Err(StoreError::Shared(shared.clone()).into()));

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use sqlx::{Any, QueryBuilder, Row};
+use sqlx::Row;
 
 use super::{Backend, Store, StoreError};
 
@@ -84,6 +84,29 @@ pub struct EventRow {
     pub last_error: Option<String>,
 }
 
+/// A multi-row insert with `$n` placeholders (the `Any` driver's `QueryBuilder` writes
+/// `?`, which PostgreSQL refuses).
+fn insert_statement(rows: usize) -> String {
+    const COLUMNS: usize = 7;
+    let mut sql = String::from(
+        "INSERT INTO events \
+         (dedupe_key, event_type, session_id, content_id, body, received_at, status) VALUES ",
+    );
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        let placeholders: Vec<String> = (1..=COLUMNS)
+            .map(|column| format!("${}", row * COLUMNS + column))
+            .collect();
+        sql.push('(');
+        sql.push_str(&placeholders.join(", "));
+        sql.push(')');
+    }
+    sql.push_str(" ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key");
+    sql
+}
+
 const EVENT_COLUMNS: &str = "id, dedupe_key, event_type, session_id, content_id, body, \
      received_at, status, attempts, next_attempt_at, processed_at, last_error";
 
@@ -107,21 +130,19 @@ impl Store {
         let mut ids: HashMap<String, i64> = HashMap::with_capacity(unique.len());
         let mut tx = self.begin_write().await?;
         for chunk in unique.chunks(ROWS_PER_STATEMENT) {
-            let mut insert = QueryBuilder::<Any>::new(
-                "INSERT INTO events \
-                 (dedupe_key, event_type, session_id, content_id, body, received_at, status) ",
-            );
-            insert.push_values(chunk, |mut row, e| {
-                row.push_bind(e.dedupe_key.clone())
-                    .push_bind(e.event_type.clone())
-                    .push_bind(e.session_id.clone())
-                    .push_bind(e.content_id.clone())
-                    .push_bind(e.body.clone())
-                    .push_bind(e.received_at)
-                    .push_bind(e.status.as_str());
-            });
-            insert.push(" ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key");
-            for row in insert.build().fetch_all(&mut *tx).await? {
+            let sql = insert_statement(chunk.len());
+            let mut insert = sqlx::query(&sql);
+            for e in chunk {
+                insert = insert
+                    .bind(e.dedupe_key.as_str())
+                    .bind(e.event_type.as_str())
+                    .bind(e.session_id.as_deref())
+                    .bind(e.content_id.as_deref())
+                    .bind(e.body.as_str())
+                    .bind(e.received_at)
+                    .bind(e.status.as_str());
+            }
+            for row in insert.fetch_all(&mut *tx).await? {
                 ids.insert(row.try_get("dedupe_key")?, row.try_get("id")?);
             }
         }
@@ -236,6 +257,17 @@ pub(crate) mod tests {
         assert_eq!(b.session_id.as_deref(), Some("s-1"));
         assert_eq!(b.received_at, 1_700_000_000_000);
         assert_eq!(store.find_event(b.id).await.unwrap(), Some(b));
+    }
+
+    #[test]
+    fn insert_statements_number_every_placeholder() {
+        let sql = insert_statement(2);
+        assert!(
+            sql.contains(
+                "VALUES ($1, $2, $3, $4, $5, $6, $7), ($8, $9, $10, $11, $12, $13, $14) ON CONFLICT"
+            ),
+            "{sql}"
+        );
     }
 
     #[tokio::test]

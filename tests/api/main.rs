@@ -1,3 +1,6 @@
 //! Integration tests: one test binary, one module per area.
 
+mod helpers;
 mod sim;
+mod startup;
+mod webhook;
