@@ -1,6 +1,7 @@
 //! One function per subcommand; each loads what it needs and reports one clear error.
 
 mod config;
+mod rules;
 mod serve;
 
 use crate::cli::{Cli, Command, ConfigCommand};
@@ -10,6 +11,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(cli.config.as_deref())?;
     match cli.command {
         Command::Config(ConfigCommand::Print) => config::print(&settings),
+        Command::Rules(RulesCommand::Check { dir }) => rules::check(&settings, dir.as_deref()),
         Command::Serve => serve::serve(settings).await,
         other => anyhow::bail!("`{other:?}` is not available in this build"),
     }
