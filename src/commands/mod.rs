@@ -4,7 +4,7 @@ mod config;
 mod rules;
 mod serve;
 
-use crate::cli::{Cli, Command, ConfigCommand};
+use crate::cli::{Cli, Command, ConfigCommand, RulesCommand};
 use crate::config::Settings;
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
