@@ -42,3 +42,6 @@ impl JobSignal {
         let _ = tokio::time::timeout(at_most, self.0.notified()).await;
     }
 }
+
+#[cfg(test)]
+mod tests;
