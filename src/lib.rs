@@ -7,6 +7,7 @@ pub mod error;
 pub mod inbox;
 pub mod jobs;
 pub mod metrics;
+pub mod ops;
 pub mod registration;
 pub mod rules;
 pub mod sim;
