@@ -6,8 +6,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Settings;
 use crate::rules::RuleEngine;
 use crate::rules::model::{DEFAULT_EVENT, KNOWN_EVENTS};
 use crate::wts::{
@@ -262,6 +264,32 @@ pub struct SubscriptionKeeper {
 }
 
 impl SubscriptionKeeper {
+    /// The keeper `serve` runs: only with `webhook.public_url` and `wts.api_token` set.
+    pub fn for_daemon(settings: &Settings, engine: Arc<RuleEngine>) -> Option<SubscriptionKeeper> {
+        let url = settings
+            .webhook
+            .public_url
+            .as_ref()?
+            .expose_secret()
+            .to_string();
+        settings.wts.api_token.as_ref()?;
+        let client = match WtsClient::from_settings(settings) {
+            Ok(client) => client,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot keep the webhook subscription");
+                return None;
+            }
+        };
+        Some(SubscriptionKeeper {
+            client: Arc::new(client),
+            engine,
+            name: settings.webhook.name.clone(),
+            url,
+            retry: Self::default_retry(),
+            check_every: Duration::from_secs(1),
+        })
+    }
+
     /// The retry policy of the daemon: 1 s doubling to 5 min, with no end.
     pub fn default_retry() -> RetryPolicy {
         RetryPolicy::exponential(Duration::from_secs(1), Duration::from_secs(300), u32::MAX)
