@@ -20,6 +20,7 @@ use tracing_actix_web::{DefaultRootSpanBuilder, RootSpanBuilder, TracingLogger};
 use crate::config::Settings;
 use crate::error::AppError;
 use crate::inbox::{InboxSignal, InboxWriter};
+use crate::rules::{RuleEngine, Snapshot};
 use crate::store::meta::{Kept, WEBHOOK_TOKEN_KEY};
 use crate::store::{Backend, Store};
 use crate::webhook::{self, WebhookState};
@@ -38,6 +39,8 @@ pub struct TaskContext {
     pub inbox_signal: InboxSignal,
     /// Cancelled when the daemon stops: claim no new work, finish what is in flight.
     pub shutdown: CancellationToken,
+    /// The live rule snapshot events are matched against.
+    pub rules: Arc<RuleEngine>,
 }
 
 /// The background tasks, each named so the log says which one ended and why.
@@ -55,6 +58,15 @@ impl BackgroundTasks {
 
 /// Every long-running task of the daemon, one line each.
 fn spawn_background_tasks(ctx: &TaskContext, tasks: &mut BackgroundTasks) {
+    for (name, task) in crate::jobs::background_tasks(
+        &ctx.settings,
+        &ctx.store,
+        ctx.rules.clone(),
+        ctx.inbox_signal.clone(),
+        ctx.shutdown.clone(),
+    ) {
+        tasks.spawn(name, task);
+    }
     if ctx.store.backend() == Backend::Postgres {
         tasks.spawn(
             "inbox listener",
@@ -168,6 +180,7 @@ impl Application {
             store: store.clone(),
             inbox_signal: inbox_signal.clone(),
             shutdown: shutdown.clone(),
+            rules: Arc::new(RuleEngine::new(rules_from_dir(&settings))),
         };
         spawn_background_tasks(&ctx, &mut tasks);
 
@@ -323,6 +336,25 @@ fn task_ended(
             Some(anyhow::Error::new(err).context("a background task panicked"))
         }
     }
+}
+
+/// The rules in `rules.dir`; a directory that fails to load is reported and leaves no
+/// rule enabled.
+fn rules_from_dir(settings: &Settings) -> Snapshot {
+    let dir = &settings.rules.dir;
+    let rules = match crate::rules::load_dir(dir) {
+        Ok(loaded) => loaded.rules.into_iter().map(|sourced| sourced.rule),
+        Err(errors) => {
+            for error in &errors {
+                tracing::error!(%error, "cannot load a rule file");
+            }
+            return Snapshot::empty();
+        }
+    };
+    Snapshot::compile(rules).unwrap_or_else(|err| {
+        tracing::error!(error = %err, dir = %dir.display(), "cannot compile the rules");
+        Snapshot::empty()
+    })
 }
 
 /// The configured webhook token, or the one generated on the first start (shown once).

@@ -122,6 +122,8 @@ impl Drop for TestDatabase {
 pub struct TestAppBuilder {
     backend: Backend,
     env: Vec<(String, String)>,
+    /// Files written under the rules directory before the app starts.
+    rules_files: Vec<(String, Vec<u8>)>,
 }
 
 impl TestAppBuilder {
@@ -129,7 +131,24 @@ impl TestAppBuilder {
         Self {
             backend,
             env: Vec::new(),
+            rules_files: Vec::new(),
         }
+    }
+
+    /// Points the app at the in-process simulator with client pacing off and retries a
+    /// few milliseconds apart, so delivery tests run fast.
+    pub fn sim(self, sim: &wtsbot::sim::WtsSim) -> Self {
+        self.wts(&sim.base_url(), &sim.token())
+            .setting("wts.pacing", "false")
+            .setting("wts.timeout", "5s")
+            .setting("bot.retry_schedule", "50ms,100ms,150ms")
+    }
+
+    /// Writes a rule (`manual.toml`) or an asset (`files/manual.pdf`) into the rules
+    /// directory before the app starts.
+    pub fn rules_file(mut self, name: &str, contents: impl Into<Vec<u8>>) -> Self {
+        self.rules_files.push((name.to_string(), contents.into()));
+        self
     }
 
     /// Overrides one configuration key, as its environment variable would
@@ -154,6 +173,12 @@ impl TestAppBuilder {
         let database = TestDatabase::create(self.backend, dir.path()).await;
         let rules_dir = dir.path().join("rules");
         std::fs::create_dir_all(&rules_dir).expect("create the rules directory");
+        for (name, contents) in &self.rules_files {
+            let path = rules_dir.join(name);
+            std::fs::create_dir_all(path.parent().expect("under the rules directory"))
+                .expect("create the file's directory");
+            std::fs::write(&path, contents).expect("write the rules file");
+        }
         start(self.backend, self.env, database, rules_dir, dir).await
     }
 }
@@ -340,5 +365,25 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// Polls `check` every 10 ms until it returns `Some`, for at most `limit`; panics naming
+/// `what` when time runs out.
+pub async fn eventually<T, F, Fut>(what: &str, limit: std::time::Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
