@@ -2,6 +2,7 @@
 
 mod config;
 mod rules;
+mod send;
 mod serve;
 
 use crate::cli::{Cli, Command, ConfigCommand, RulesCommand};
@@ -12,6 +13,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Config(ConfigCommand::Print) => config::print(&settings),
         Command::Rules(RulesCommand::Check { dir }) => rules::check(&settings, dir.as_deref()),
+        Command::SendFile(args) => send::send_file(&settings, args).await,
+        Command::SendText(args) => send::send_text(&settings, args).await,
         Command::Serve => serve::serve(settings).await,
         other => anyhow::bail!("`{other:?}` is not available in this build"),
     }

@@ -7,6 +7,13 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
+/// The refill is spread over the window stretched by a tenth and by
+/// [`ARRIVAL_JITTER`]: about 90 % of the limit for WTS's 5 s and 5 min windows.
+const WINDOW_MARGIN: f64 = 1.1;
+/// How much later than its neighbours a call may reach WTS (a fresh TLS connection
+/// against a reused one), bunching calls that left evenly spaced.
+const ARRIVAL_JITTER: Duration = Duration::from_millis(100);
+
 /// Waits until one more WTS request fits the budget. A budget shared by several
 /// instances (through the database) implements this too.
 pub trait Pacer: Send + Sync {
@@ -31,13 +38,14 @@ impl Budget {
     /// A token bucket that never lets more than `requests` through in any window of
     /// `window`, wherever the window starts. A bucket of burst `b` refilled every `T`
     /// passes at most `b + W/T` calls in a window `W`; here `b` is a tenth of the
-    /// budget and the rest refills evenly, so a burst starts at once and the sustained
-    /// rate stays close to the limit.
+    /// budget and the rest refills evenly over a stretched window, so calls that leave
+    /// on time but arrive bunched still fit the server's count.
     fn quota(&self) -> Quota {
         let total = self.requests.get();
         let burst = (total / 10).max(1);
         let refills = (total - burst).max(1);
-        let period = (self.window / refills).max(Duration::from_nanos(1));
+        let stretched = self.window.mul_f64(WINDOW_MARGIN) + ARRIVAL_JITTER;
+        let period = (stretched / refills).max(Duration::from_nanos(1));
         Quota::with_period(period)
             .expect("the period is above zero")
             .allow_burst(NonZeroU32::new(burst).expect("the burst is at least one"))
