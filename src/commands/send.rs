@@ -33,19 +33,17 @@ pub enum InputError {
     FileOnlyFlag(&'static str),
     #[error("the text is empty (--text)")]
     EmptyText,
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {reason}", path.display())]
     Unreadable {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     #[error("{0} is empty")]
     EmptyInput(String),
-    #[error("{what} is not valid base64: {source}")]
+    #[error("{what} is not valid base64: {reason}")]
     InvalidBase64 {
         what: String,
-        #[source]
-        source: base64::DecodeError,
+        reason: base64::DecodeError,
     },
 }
 
@@ -191,17 +189,17 @@ async fn upload_source(
         tokio::io::stdin()
             .read_to_end(&mut data)
             .await
-            .map_err(|source| InputError::Unreadable {
+            .map_err(|reason| InputError::Unreadable {
                 path: "standard input".into(),
-                source,
+                reason,
             })?;
         let data = decoded(data, base64, "standard input")?;
         return Ok(UploadSource::memory(data, name));
     }
     let path = Path::new(file);
-    let unreadable = |source| InputError::Unreadable {
+    let unreadable = |reason| InputError::Unreadable {
         path: path.to_path_buf(),
-        source,
+        reason,
     };
     let opened = std::fs::File::open(path).map_err(unreadable)?;
     let metadata = opened.metadata().map_err(unreadable)?;
@@ -235,9 +233,9 @@ fn decoded(input: Vec<u8>, base64: bool, what: &str) -> Result<Vec<u8>, InputErr
             .collect();
         BASE64
             .decode(&compact)
-            .map_err(|source| InputError::InvalidBase64 {
+            .map_err(|reason| InputError::InvalidBase64 {
                 what: what.to_string(),
-                source,
+                reason,
             })?
     } else {
         input

@@ -36,11 +36,10 @@ pub enum WtsError {
     #[error("invalid WTS request: {0}")]
     Request(String),
     /// Reading the local file to upload failed.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {reason}")]
     File {
         path: String,
-        #[source]
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     /// The client cannot be built from the configuration.
     #[error("{0}")]

@@ -182,9 +182,9 @@ impl WtsClient {
 /// Opens a file for streaming: its facts from the metadata and first bytes, and a body
 /// that reads it from the start.
 async fn open_file(path: &Path, name: Option<&str>) -> Result<(FileFacts, Body), WtsError> {
-    let file_error = |source| WtsError::File {
+    let file_error = |reason| WtsError::File {
         path: path.display().to_string(),
-        source,
+        reason,
     };
     let mut file = tokio::fs::File::open(path).await.map_err(file_error)?;
     let metadata = file.metadata().await.map_err(file_error)?;

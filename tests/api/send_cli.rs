@@ -70,6 +70,11 @@ fn failure(output: &Output) -> String {
         .trim_end()
         .to_string();
     assert_eq!(stderr.lines().count(), 1, "one line expected: {stderr}");
+    let parts: Vec<&str> = stderr.split(": ").collect();
+    assert!(
+        parts.windows(2).all(|pair| pair[0] != pair[1]),
+        "a cause is repeated: {stderr}"
+    );
     stderr
 }
 
