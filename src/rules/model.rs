@@ -89,6 +89,8 @@ pub struct When {
     /// Holds when no entry appears.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub text_none: Vec<String>,
+    /// WTS message types (`TEXT`, `IMAGE`, ...), compared without regard to case; a message
+    /// without a type fails this condition.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub message_types: Vec<String>,
     #[serde(default, skip_serializing_if = "is_default")]
@@ -200,13 +202,13 @@ impl Rule {
         let mut v = Validation::default();
         validate_id(&self.id, &mut v);
         self.validate_events(&mut v);
-        if let Some(cooldown) = &self.cooldown {
-            if let Err(e) = humantime::parse_duration(cooldown) {
-                v.error(
-                    "cooldown",
-                    format!("invalid duration \"{cooldown}\": {e}; use e.g. \"30m\" or \"24h\""),
-                );
-            }
+        if let Some(cooldown) = &self.cooldown
+            && let Err(e) = humantime::parse_duration(cooldown)
+        {
+            v.error(
+                "cooldown",
+                format!("invalid duration \"{cooldown}\": {e}; use e.g. \"30m\" or \"24h\""),
+            );
         }
         self.when.validate(self.listens_to_messages(), &mut v);
         if self.replies.is_empty() {
@@ -278,10 +280,10 @@ impl When {
             ("hours", &self.hours),
             ("outside_hours", &self.outside_hours),
         ] {
-            if let Some(hours) = hours {
-                if let Err(errors) = OpeningHours::parse(hours, &format!("when.{key}")) {
-                    v.errors.extend(errors);
-                }
+            if let Some(hours) = hours
+                && let Err(errors) = OpeningHours::parse(hours, &format!("when.{key}"))
+            {
+                v.errors.extend(errors);
             }
         }
         if !listens_to_messages {
@@ -391,15 +393,13 @@ impl Reply {
                 v.error(format!("{path}.text"), e.to_string());
             }
         }
-        if let Some(file) = &self.file {
-            if !asset_exists(file) {
-                v.error(
-                    format!("{path}.file"),
-                    format!(
-                        "no asset named \"{file}\"; put it under the rules directory or upload it"
-                    ),
-                );
-            }
+        if let Some(file) = &self.file
+            && !asset_exists(file)
+        {
+            v.error(
+                format!("{path}.file"),
+                format!("no asset named \"{file}\"; put it under the rules directory or upload it"),
+            );
         }
         if let Some(url) = &self.file_url {
             let valid = reqwest::Url::parse(url)
