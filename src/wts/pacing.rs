@@ -35,20 +35,27 @@ impl Budget {
         })
     }
 
-    /// A token bucket that never lets more than `requests` through in any window of
-    /// `window`, wherever the window starts. A bucket of burst `b` refilled every `T`
-    /// passes at most `b + W/T` calls in a window `W`; here `b` is a tenth of the
-    /// budget and the rest refills evenly over a stretched window, so calls that leave
-    /// on time but arrive bunched still fit the server's count.
-    fn quota(&self) -> Quota {
-        let total = self.requests.get();
-        let burst = (total / 10).max(1);
-        let refills = (total - burst).max(1);
+    /// How many calls may go at once: a tenth of the budget.
+    ///
+    /// A token bucket of burst `b` refilled every `T` passes at most `b + W/T` calls in
+    /// any window `W`, wherever it starts. The rest of the budget refills evenly over
+    /// a stretched window ([`Budget::interval`]), so calls that leave on time but
+    /// arrive bunched still fit the server's count.
+    pub fn burst(&self) -> NonZeroU32 {
+        NonZeroU32::new((self.requests.get() / 10).max(1)).expect("the burst is at least one")
+    }
+
+    /// The spacing of calls once the burst is spent.
+    pub fn interval(&self) -> Duration {
+        let refills = (self.requests.get() - self.burst().get()).max(1);
         let stretched = self.window.mul_f64(WINDOW_MARGIN) + ARRIVAL_JITTER;
-        let period = (stretched / refills).max(Duration::from_nanos(1));
-        Quota::with_period(period)
-            .expect("the period is above zero")
-            .allow_burst(NonZeroU32::new(burst).expect("the burst is at least one"))
+        (stretched / refills).max(Duration::from_nanos(1))
+    }
+
+    fn quota(&self) -> Quota {
+        Quota::with_period(self.interval())
+            .expect("the interval is above zero")
+            .allow_burst(self.burst())
     }
 }
 
@@ -156,6 +163,18 @@ mod tests {
             pacer.acquire().await;
         }
         assert!(started.elapsed() < Duration::from_millis(50));
+    }
+
+    #[test]
+    fn documented_limits_keep_a_margin() {
+        let per_5s = Budget::new(200, Duration::from_secs(5)).unwrap();
+        assert_eq!(per_5s.burst().get(), 20);
+        // 20 at once, then 180 over 5.6 s: at most 20 + 5 s / interval in any 5 s.
+        let in_window = 20.0 + 5.0 / per_5s.interval().as_secs_f64();
+        assert!((175.0..200.0).contains(&in_window), "{in_window}");
+        let per_5min = Budget::new(1000, Duration::from_secs(300)).unwrap();
+        let in_window = 100.0 + 300.0 / per_5min.interval().as_secs_f64();
+        assert!((900.0..1000.0).contains(&in_window), "{in_window}");
     }
 
     #[test]
