@@ -20,6 +20,7 @@ use tracing_actix_web::{DefaultRootSpanBuilder, RootSpanBuilder, TracingLogger};
 use crate::config::Settings;
 use crate::error::AppError;
 use crate::inbox::{InboxSignal, InboxWriter};
+use crate::registration::SubscriptionKeeper;
 use crate::rules::{RuleEngine, Snapshot};
 use crate::store::meta::{Kept, WEBHOOK_TOKEN_KEY};
 use crate::store::{Backend, Store};
@@ -77,6 +78,9 @@ fn spawn_background_tasks(ctx: &TaskContext, tasks: &mut BackgroundTasks) {
             ),
         );
     }
+    if let Some(keeper) = SubscriptionKeeper::for_daemon(&ctx.settings, ctx.rules.clone()) {
+        tasks.spawn("webhook subscription", keeper.run(ctx.shutdown.clone()));
+    }
 }
 
 /// The state handlers extract with `web::Data<...>`.
@@ -90,6 +94,7 @@ struct AppState {
 /// The route table: every route of the main listener.
 fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz));
+    crate::ops::configure(cfg);
     webhook::configure(cfg);
 }
 
@@ -269,6 +274,8 @@ impl Application {
         let mut server_done = false;
         let mut failure = None;
         tokio::select! {
+            // A task that ends because shutdown was asked for is not a failure.
+            biased;
             _ = shutdown.cancelled() => tracing::info!("shutting down"),
             result = &mut server => {
                 server_done = true;
@@ -413,7 +420,7 @@ impl RootSpanBuilder for RouteSpan {
             .match_pattern()
             .unwrap_or_else(|| "unmatched".to_string());
         let method = request.method().as_str().to_string();
-        if route == "/healthz" {
+        if crate::ops::QUIET_ROUTES.contains(&route.as_str()) {
             tracing::debug_span!("HTTP request", http.method = %method, http.route = %route,
                 http.status_code = tracing::field::Empty, otel.status_code = tracing::field::Empty,
                 exception.message = tracing::field::Empty, exception.details = tracing::field::Empty)

@@ -1,9 +1,12 @@
 //! One function per subcommand; each loads what it needs and reports one clear error.
 
 mod config;
+mod demo;
+mod healthcheck;
 mod rules;
 mod send;
 mod serve;
+mod webhook;
 
 use crate::cli::{Cli, Command, ConfigCommand, RulesCommand};
 use crate::config::Settings;
@@ -16,6 +19,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::SendFile(args) => send::send_file(&settings, args).await,
         Command::SendText(args) => send::send_text(&settings, args).await,
         Command::Serve => serve::serve(settings).await,
+        Command::Webhook(command) => webhook::run(&settings, command).await,
+        Command::Demo => demo::run(&settings).await,
+        Command::Healthcheck(args) => healthcheck::run(&settings, args.url.as_deref()).await,
         other => anyhow::bail!("`{other:?}` is not available in this build"),
     }
 }
