@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use wtsbot::sim::{Fault, FaultKind, SimConfig, SimSession, WtsSim};
@@ -26,6 +27,7 @@ async fn wtsbot(sim: Option<&WtsSim>, args: &[&str], stdin: &[u8]) -> Output {
     command
         .env_remove("RUST_LOG")
         .env("WTSBOT__BOT__RETRY_SCHEDULE", "10ms,10ms,10ms")
+        .env("WTSBOT__WTS__TIMEOUT", "1s")
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -345,6 +347,37 @@ async fn send_cli_does_not_repeat_a_send_that_may_have_arrived() {
     let line = failure(&output);
     assert!(line.contains("may have reached the session"), "{line}");
     assert_eq!(sim.messages(&session).len(), 1, "sent once, not twice");
+}
+
+#[tokio::test]
+async fn send_cli_times_out_without_sending_twice() {
+    let sim = sim().await;
+    let session = sim.add_session(SimSession::new());
+    sim.push_fault(
+        Fault::new(FaultKind::Latency {
+            delay: Duration::from_secs(3),
+        })
+        .on("POST", "/chat/"),
+    );
+    let started = Instant::now();
+    let output = wtsbot(
+        Some(&sim),
+        &["send-text", "--session", &session, "--text", "oi"],
+        b"",
+    )
+    .await;
+    let line = failure(&output);
+    assert!(started.elapsed() < Duration::from_millis(2500));
+    assert!(
+        line.contains("may have reached the session")
+            && line.contains("WTS did not answer in time"),
+        "{line}"
+    );
+    assert_eq!(
+        sim.requests().len(),
+        1,
+        "a send that may have arrived is not repeated"
+    );
 }
 
 #[tokio::test]
