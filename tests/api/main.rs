@@ -2,7 +2,10 @@
 
 mod client;
 mod delivery;
+mod demo;
 mod helpers;
+mod ops;
+mod registration;
 mod send_cli;
 mod sim;
 mod startup;
