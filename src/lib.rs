@@ -1,5 +1,6 @@
 //! wtsbot: WTS Chat webhooks in, rule-matched file and text replies out.
 
+pub mod admin;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -96,6 +96,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz));
     crate::ops::configure(cfg);
     webhook::configure(cfg);
+    crate::admin::configure(cfg);
 }
 
 /// Extractor settings whose errors use the JSON error envelope.

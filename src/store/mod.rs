@@ -15,6 +15,7 @@
 //! Methods are grouped per concern, one file each (`inbox.rs`, `meta.rs`, ...), each an
 //! `impl Store` block.
 
+pub mod admin;
 pub mod dispatch;
 mod error;
 pub mod inbox;

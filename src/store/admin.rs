@@ -1,0 +1,241 @@
+//! The admin API's queries: API tokens, uploaded assets, and rule writes with their
+//! revisions.
+
+use super::{Store, StoreError};
+
+/// One API token; the secret itself is never stored, only its sha256.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct TokenRow {
+    pub id: i64,
+    pub name: String,
+    /// `admin`, `editor` or `viewer`.
+    pub role: String,
+    pub token_hash: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// One asset: a file a reply may send, uploaded or from the rules directory.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AssetRow {
+    pub name: String,
+    pub sha256: String,
+    pub size: i64,
+    pub mime: String,
+    /// `upload` or `rules`.
+    pub source: String,
+    pub created_at: i64,
+}
+
+/// An asset to record with its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewAsset<'a> {
+    pub name: &'a str,
+    pub sha256: &'a str,
+    pub mime: &'a str,
+    pub bytes: &'a [u8],
+    pub now: i64,
+}
+
+const TOKEN_COLUMNS: &str = "id, name, role, token_hash, created_at, revoked_at";
+const ASSET_COLUMNS: &str = "name, sha256, size, mime, source, created_at";
+
+impl Store {
+    /// The unrevoked token whose secret hashes to `token_hash`.
+    pub async fn active_token_by_hash(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<TokenRow>, StoreError> {
+        let token = sqlx::query_as(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE token_hash = $1 AND revoked_at IS NULL"
+        ))
+        .bind(token_hash)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(token)
+    }
+
+    /// Every token, revoked ones included, oldest first.
+    pub async fn list_tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
+        let tokens = sqlx::query_as(&format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY id"))
+            .fetch_all(self.pool())
+            .await?;
+        Ok(tokens)
+    }
+
+    pub async fn insert_token(
+        &self,
+        name: &str,
+        role: &str,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<TokenRow, StoreError> {
+        let token = sqlx::query_as(&format!(
+            "INSERT INTO tokens (name, role, token_hash, created_at) VALUES ($1, $2, $3, $4) \
+             RETURNING {TOKEN_COLUMNS}"
+        ))
+        .bind(name)
+        .bind(role)
+        .bind(token_hash)
+        .bind(now)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(token)
+    }
+
+    /// Marks a token revoked; false when there is no such unrevoked token.
+    pub async fn revoke_token(&self, id: i64, now: i64) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(now)
+                .bind(id)
+                .execute(self.pool())
+                .await?
+                .rows_affected();
+        Ok(done == 1)
+    }
+
+    /// Every asset, by name.
+    pub async fn list_assets(&self) -> Result<Vec<AssetRow>, StoreError> {
+        let assets = sqlx::query_as(&format!("SELECT {ASSET_COLUMNS} FROM assets ORDER BY name"))
+            .fetch_all(self.pool())
+            .await?;
+        Ok(assets)
+    }
+
+    pub async fn find_asset(&self, name: &str) -> Result<Option<AssetRow>, StoreError> {
+        let asset = sqlx::query_as(&format!(
+            "SELECT {ASSET_COLUMNS} FROM assets WHERE name = $1"
+        ))
+        .bind(name)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(asset)
+    }
+
+    /// Records an uploaded asset and its bytes (stored once per sha256). `None` when the
+    /// name is taken.
+    pub async fn insert_uploaded_asset(
+        &self,
+        asset: &NewAsset<'_>,
+    ) -> Result<Option<AssetRow>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO blobs (sha256, bytes) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING",
+        )
+        .bind(asset.sha256)
+        .bind(asset.bytes)
+        .execute(&mut *tx)
+        .await?;
+        let size = i64::try_from(asset.bytes.len()).unwrap_or(i64::MAX);
+        let row: Option<AssetRow> = sqlx::query_as(&format!(
+            "INSERT INTO assets (name, sha256, size, mime, source, created_at) \
+             VALUES ($1, $2, $3, $4, 'upload', $5) ON CONFLICT (name) DO NOTHING \
+             RETURNING {ASSET_COLUMNS}"
+        ))
+        .bind(asset.name)
+        .bind(asset.sha256)
+        .bind(size)
+        .bind(asset.mime)
+        .bind(asset.now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if row.is_none() {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    /// Deletes an uploaded asset, and its bytes when no other asset shares them. False
+    /// when there is no uploaded asset of that name.
+    pub async fn delete_uploaded_asset(&self, name: &str) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let sha256: Option<String> = sqlx::query_scalar(
+            "DELETE FROM assets WHERE name = $1 AND source = 'upload' RETURNING sha256",
+        )
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(sha256) = sha256 else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        sqlx::query(
+            "DELETE FROM blobs WHERE sha256 = $1 \
+             AND NOT EXISTS (SELECT 1 FROM assets WHERE sha256 = $1)",
+        )
+        .bind(&sha256)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::sqlite_store;
+
+    #[tokio::test]
+    async fn a_revoked_token_no_longer_authenticates() {
+        let (_dir, store) = sqlite_store().await;
+        let token = store.insert_token("ci", "editor", "h1", 1).await.unwrap();
+        assert_eq!(
+            store
+                .active_token_by_hash("h1")
+                .await
+                .unwrap()
+                .unwrap()
+                .role,
+            "editor"
+        );
+        assert!(store.revoke_token(token.id, 2).await.unwrap());
+        assert!(!store.revoke_token(token.id, 3).await.unwrap());
+        assert!(store.active_token_by_hash("h1").await.unwrap().is_none());
+        assert_eq!(store.list_tokens().await.unwrap()[0].revoked_at, Some(2));
+    }
+
+    #[tokio::test]
+    async fn shared_bytes_outlive_one_of_their_assets() {
+        let (_dir, store) = sqlite_store().await;
+        let asset = |name| NewAsset {
+            name,
+            sha256: "abc",
+            mime: "application/pdf",
+            bytes: b"%PDF-1.7",
+            now: 1,
+        };
+        assert!(
+            store
+                .insert_uploaded_asset(&asset("a.pdf"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            store
+                .insert_uploaded_asset(&asset("b.pdf"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            store
+                .insert_uploaded_asset(&asset("a.pdf"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(store.delete_uploaded_asset("a.pdf").await.unwrap());
+        assert_eq!(
+            store.blob("abc").await.unwrap().as_deref(),
+            Some(&b"%PDF-1.7"[..])
+        );
+        assert!(store.delete_uploaded_asset("b.pdf").await.unwrap());
+        assert!(store.blob("abc").await.unwrap().is_none());
+        assert!(!store.delete_uploaded_asset("b.pdf").await.unwrap());
+    }
+}
