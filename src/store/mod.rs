@@ -21,6 +21,7 @@ mod error;
 pub mod inbox;
 pub mod jobs;
 pub mod meta;
+pub mod rules;
 
 use std::str::FromStr;
 use std::time::Duration;
