@@ -175,7 +175,11 @@ async fn a_matching_message_gets_its_replies_in_order_and_the_file_is_uploaded_o
 async fn accents_and_case_do_not_matter(backend: Backend) {
     let sim = sim().await;
     let app = builder(backend, &sim).spawn().await;
-    for text in ["INSTRUCOES DE INSTALAÇÃO", "Instruções   de instalacao!", "MANUAL"] {
+    for text in [
+        "INSTRUCOES DE INSTALAÇÃO",
+        "Instruções   de instalacao!",
+        "MANUAL",
+    ] {
         let session = sim.add_session(SimSession::new());
         let body = message_received(&session, text);
         post(&app, &body, "accepted").await;
@@ -341,7 +345,11 @@ async fn server_errors_are_retried_then_succeed(backend: Backend) {
     let contact = sim.session(&session).unwrap().contact.name;
     assert_eq!(
         texts(&sim.messages(&session)),
-        [Some(format!("Olá {contact}, segue o manual:").as_str()), None, None]
+        [
+            Some(format!("Olá {contact}, segue o manual:").as_str()),
+            None,
+            None
+        ]
     );
 }
 
@@ -422,7 +430,10 @@ async fn a_dropped_answer_is_reconciled_and_not_sent_twice(backend: Backend) {
         .requests()
         .iter()
         .any(|r| r.method == "GET" && r.path.ends_with("/message"));
-    assert!(listed, "the session's messages were looked at before resending");
+    assert!(
+        listed,
+        "the session's messages were looked at before resending"
+    );
 }
 
 async fn without_a_token_replies_are_recorded_as_dry_run(backend: Backend) {

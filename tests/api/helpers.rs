@@ -387,3 +387,25 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+/// A fresh database for apps a test starts itself (the `wtsbot` binary as a child
+/// process, several instances on one database); dropped with the value.
+pub struct ScratchDatabase {
+    database: TestDatabase,
+    _dir: tempfile::TempDir,
+}
+
+impl ScratchDatabase {
+    pub async fn create(backend: Backend) -> ScratchDatabase {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let database = TestDatabase::create(backend, dir.path()).await;
+        ScratchDatabase {
+            database,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        self.database.url()
+    }
+}

@@ -4,6 +4,7 @@ mod client;
 mod delivery;
 mod demo;
 mod helpers;
+mod lifecycle;
 mod ops;
 mod registration;
 mod send_cli;
