@@ -225,7 +225,7 @@ impl Dispatcher {
         let blocked = facts.loop_guard(&event.event_type, &self.settings.direction);
         let listening = snapshot
             .rules()
-            .any(|rule| rule.on.iter().any(|e| *e == event.event_type));
+            .any(|rule| rule.on.contains(&event.event_type));
         if !listening {
             return self.close(event, None).await;
         }
@@ -244,7 +244,7 @@ impl Dispatcher {
         let evaluations: Vec<RuleEvaluation> = snapshot
             .evaluate_all(&input, session.as_ref())
             .into_iter()
-            .filter(|e| e.rule.on.iter().any(|on| *on == event.event_type))
+            .filter(|e| e.rule.on.contains(&event.event_type))
             .collect();
         let mut vars = TemplateVars::for_event(
             event.session_id.as_deref(),
