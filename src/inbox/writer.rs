@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use sqlx::Any;
+use sqlx::pool::PoolConnection;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -81,6 +83,10 @@ async fn run(
     stop: CancellationToken,
 ) {
     let mut stopping = false;
+    // Held across batches; dropped after a failure so the next batch reconnects, and when
+    // the pool closes, since closing waits for every connection.
+    let mut connection = None;
+    let mut pool_closed = std::pin::pin!(store.pool().close_event());
     loop {
         let first = tokio::select! {
             received = queue.recv() => received,
@@ -90,12 +96,36 @@ async fn run(
                 stopping = true;
                 continue;
             }
+            _ = &mut pool_closed, if connection.is_some() => {
+                connection = None;
+                continue;
+            }
         };
         let Some(first) = first else { break };
         let batch = gather(first, &mut queue);
-        commit(&store, &signal, batch).await;
+        commit(&store, &signal, &mut connection, batch).await;
+        if store.pool().is_closed() {
+            connection = None;
+        }
     }
     tracing::debug!("inbox writer stopped");
+}
+
+/// Inserts on the held connection, acquiring one first if needed.
+async fn insert(
+    store: &Store,
+    connection: &mut Option<PoolConnection<Any>>,
+    events: &[NewEvent],
+) -> Result<Vec<InsertOutcome>, StoreError> {
+    let conn = match connection {
+        Some(conn) => conn,
+        None => connection.insert(store.pool().acquire().await?),
+    };
+    let result = store.insert_events_on(conn, events).await;
+    if result.is_err() {
+        *connection = None;
+    }
+    result
 }
 
 /// `first` and whatever else is already waiting, within the batch bounds.
@@ -115,12 +145,17 @@ fn gather(first: Submission, queue: &mut mpsc::Receiver<Submission>) -> Vec<Subm
 }
 
 #[tracing::instrument(name = "inbox commit", skip_all, fields(rows = batch.len()))]
-async fn commit(store: &Store, signal: &InboxSignal, batch: Vec<Submission>) {
+async fn commit(
+    store: &Store,
+    signal: &InboxSignal,
+    connection: &mut Option<PoolConnection<Any>>,
+    batch: Vec<Submission>,
+) {
     let (events, replies): (Vec<NewEvent>, Vec<_>) =
         batch.into_iter().map(|s| (s.event, s.reply)).unzip();
     let mut attempt = 1;
     let result = loop {
-        match store.insert_events(&events).await {
+        match insert(store, connection, &events).await {
             Err(err) if err.is_retryable_conflict() && attempt < MAX_ATTEMPTS => {
                 tracing::debug!(error = %err, attempt, "inbox batch conflicted; retrying");
                 attempt += 1;

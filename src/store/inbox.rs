@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use sqlx::Row;
+use sqlx::{AnyConnection, Connection, Row};
 
 use super::{Backend, Store, StoreError};
 
@@ -84,9 +84,10 @@ pub struct EventRow {
     pub last_error: Option<String>,
 }
 
-/// A multi-row insert with `$n` placeholders (the `Any` driver's `QueryBuilder` writes
-/// `?`, which PostgreSQL refuses).
-fn insert_statement(rows: usize) -> String {
+/// A multi-row insert. PostgreSQL needs `$n` placeholders (which is also why the `Any`
+/// driver's `QueryBuilder`, writing `?`, is not used); SQLite gets plain `?`, since it
+/// looks each `$n` up by name, a linear scan per parameter.
+fn insert_statement(backend: Backend, rows: usize) -> String {
     const COLUMNS: usize = 7;
     let mut sql = String::from(
         "INSERT INTO events \
@@ -97,7 +98,10 @@ fn insert_statement(rows: usize) -> String {
             sql.push_str(", ");
         }
         let placeholders: Vec<String> = (1..=COLUMNS)
-            .map(|column| format!("${}", row * COLUMNS + column))
+            .map(|column| match backend {
+                Backend::Postgres => format!("${}", row * COLUMNS + column),
+                Backend::Sqlite => "?".to_string(),
+            })
             .collect();
         sql.push('(');
         sql.push_str(&placeholders.join(", "));
@@ -119,6 +123,17 @@ impl Store {
         &self,
         events: &[NewEvent],
     ) -> Result<Vec<InsertOutcome>, StoreError> {
+        let mut conn = self.pool().acquire().await?;
+        self.insert_events_on(&mut conn, events).await
+    }
+
+    /// As [`Store::insert_events`], on a connection the caller holds (the inbox writer
+    /// keeps one, so SQLite's page cache stays warm between batches).
+    pub async fn insert_events_on(
+        &self,
+        conn: &mut AnyConnection,
+        events: &[NewEvent],
+    ) -> Result<Vec<InsertOutcome>, StoreError> {
         let mut first_of_key: HashMap<&str, usize> = HashMap::with_capacity(events.len());
         let unique: Vec<&NewEvent> = events
             .iter()
@@ -128,9 +143,12 @@ impl Store {
             .collect();
 
         let mut ids: HashMap<String, i64> = HashMap::with_capacity(unique.len());
-        let mut tx = self.begin_write().await?;
+        let mut tx = match self.backend() {
+            Backend::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => conn.begin().await?,
+        };
         for chunk in unique.chunks(ROWS_PER_STATEMENT) {
-            let sql = insert_statement(chunk.len());
+            let sql = insert_statement(self.backend(), chunk.len());
             let mut insert = sqlx::query(&sql);
             for e in chunk {
                 insert = insert
@@ -261,11 +279,16 @@ pub(crate) mod tests {
 
     #[test]
     fn insert_statements_number_every_placeholder() {
-        let sql = insert_statement(2);
+        let sql = insert_statement(Backend::Postgres, 2);
         assert!(
             sql.contains(
                 "VALUES ($1, $2, $3, $4, $5, $6, $7), ($8, $9, $10, $11, $12, $13, $14) ON CONFLICT"
             ),
+            "{sql}"
+        );
+        let sql = insert_statement(Backend::Sqlite, 2);
+        assert!(
+            sql.contains("VALUES (?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?) ON CONFLICT"),
             "{sql}"
         );
     }

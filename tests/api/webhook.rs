@@ -202,7 +202,12 @@ async fn the_captured_message_is_accepted_as_sent(backend: Backend) {
         .unwrap()
         .expect("stored");
     assert_eq!(stored.body, CAPTURED, "the body is kept byte for byte");
-    assert_eq!(stored.status, "pending");
+    // The dispatcher may already have taken it.
+    assert!(
+        ["pending", "processed"].contains(&stored.status.as_str()),
+        "{}",
+        stored.status
+    );
     assert_eq!(
         stored.session_id.as_deref(),
         Some("8917bc7b-ab53-4e1c-940d-1fbd309bdabd")
