@@ -10,8 +10,8 @@ use wtsbot::rules::{MatchInput, Rule, SessionFacts, Snapshot};
 
 /// 200 characters of a realistic customer message, accents included, naming rule 7's keyword.
 const MESSAGE: &str = "Bom dia! Comprei o aparelho na semana passada e preciso das instruções \
-                       para o modelo 7x, porque a instalação não está funcionando. Vocês podem \
-                       me enviar o manual? Obrigada, Ana";
+                       para o modelo 7x, porque a instalação não está funcionando direito. \
+                       Vocês podem me enviar o manual completo? Obrigada, Ana Souza.";
 
 fn keyword_rule(i: usize) -> Rule {
     let text = format!(

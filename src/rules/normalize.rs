@@ -2,20 +2,16 @@
 //! whitespace collapsed and trimmed. A message is normalised once; every keyword and
 //! every regex works on that form.
 
-use unicode_normalization::UnicodeNormalization;
-use unicode_normalization::char::is_combining_mark;
+use unicode_normalization::char::{decompose_compatible, is_combining_mark};
 
 /// The normalised form of `text`: "  Instruções\tde  INSTALAÇÃO " → "instrucoes de instalacao".
 ///
 /// Compatibility decomposition (NFKD) splits accents from their letters and maps look-alikes
 /// (full-width letters, ligatures such as "ﬁ") to plain ones; the accents are then dropped.
 pub fn normalize(text: &str) -> String {
-    if text.is_ascii() {
-        return collapse(text.chars().map(|c| c.to_ascii_lowercase()), text.len());
-    }
+    let mut out = fold_pass(text);
     // Lower-casing can produce characters that decompose further (and vice versa), so the
     // rare output that is not yet stable goes through again; two passes settle real text.
-    let mut out = fold_pass(text);
     for _ in 0..3 {
         if is_normalized(&out) {
             break;
@@ -25,13 +21,39 @@ pub fn normalize(text: &str) -> String {
     out
 }
 
+/// One pass: each character is decomposed on its own (dropping every combining mark makes
+/// the canonical reordering of a whole-string NFKD unnecessary), lower-cased and folded.
 fn fold_pass(text: &str) -> String {
-    let folded = text
-        .nfkd()
-        .flat_map(char::to_lowercase)
-        .filter(|c| !is_combining_mark(*c))
-        .flat_map(fold_letter);
-    collapse(folded, text.len())
+    let mut out = Collapsed::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_ascii() {
+            out.push(c.to_ascii_lowercase());
+            continue;
+        }
+        decompose_compatible(c, |part| {
+            for lower in part.to_lowercase() {
+                if !is_combining_mark(lower) {
+                    fold_letter(lower).for_each(|folded| out.push(folded));
+                }
+            }
+        });
+    }
+    out.text
+}
+
+/// Whether another pass would change nothing. ASCII output is final by construction.
+fn is_normalized(text: &str) -> bool {
+    text.is_ascii() || text.chars().filter(|c| !c.is_ascii()).all(is_stable)
+}
+
+fn is_stable(c: char) -> bool {
+    let mut decomposes_to_itself = true;
+    decompose_compatible(c, |part| decomposes_to_itself &= part == c);
+    decomposes_to_itself
+        && !is_combining_mark(c)
+        && !c.is_whitespace()
+        && c.to_lowercase().eq(std::iter::once(c))
+        && matches!(fold_letter(c), FoldedChars::One(f) if f == c)
 }
 
 /// A `text_any` / `text_none` entry in normalised form; a trailing `*` matches a prefix.
@@ -95,31 +117,31 @@ impl Iterator for FoldedChars {
     }
 }
 
-/// Every run of whitespace becomes one space; leading and trailing whitespace goes.
-fn collapse(chars: impl Iterator<Item = char>, capacity: usize) -> String {
-    let mut out = String::with_capacity(capacity);
-    let mut pending_space = false;
-    for c in chars {
-        if c.is_whitespace() {
-            pending_space = !out.is_empty();
-        } else {
-            if pending_space {
-                out.push(' ');
-                pending_space = false;
-            }
-            out.push(c);
-        }
-    }
-    out
+/// Text being built with every run of whitespace as one space, none leading or trailing.
+struct Collapsed {
+    text: String,
+    pending_space: bool,
 }
 
-fn is_normalized(text: &str) -> bool {
-    text.chars().all(|c| {
-        !is_combining_mark(c)
-            && c.to_lowercase().eq(std::iter::once(c))
-            && std::iter::once(c).nfkd().eq(std::iter::once(c))
-            && matches!(fold_letter(c), FoldedChars::One(f) if f == c)
-    })
+impl Collapsed {
+    fn with_capacity(capacity: usize) -> Collapsed {
+        Collapsed {
+            text: String::with_capacity(capacity),
+            pending_space: false,
+        }
+    }
+
+    fn push(&mut self, c: char) {
+        if c.is_whitespace() {
+            self.pending_space = !self.text.is_empty();
+        } else {
+            if self.pending_space {
+                self.text.push(' ');
+                self.pending_space = false;
+            }
+            self.text.push(c);
+        }
+    }
 }
 
 #[cfg(test)]
