@@ -166,9 +166,8 @@ async fn play(
     )?;
     writeln!(
         text,
-        "  rules          {} enabled in {}: {}",
+        "  rules          {} enabled in rules/: {}",
         rule_ids.len(),
-        settings.rules.dir.display(),
         rule_ids.join(", ")
     )?;
 

@@ -8,6 +8,7 @@ use crate::cli::WebhookCommand;
 use crate::config::{Settings, mask_webhook_token};
 use crate::registration::{self, DesiredSubscription, Ensured, parse_events, subscription_events};
 use crate::rules::load_dir;
+use crate::store::Store;
 use crate::wts::{WebhookSubscription, WtsClient};
 
 pub async fn run(settings: &Settings, command: WebhookCommand) -> anyhow::Result<()> {
@@ -105,12 +106,14 @@ fn check_url(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The events the enabled rules listen to: the rules in `rules.dir` (when it exists) and
-/// those kept in the database.
+/// The events the enabled rules listen to: the rule files in `rules.dir` (when it exists)
+/// and the rules kept in the database. Where the directory exists it is the truth for
+/// file rules, whose database copies may predate the last sync.
 async fn enabled_rule_events(settings: &Settings) -> anyhow::Result<BTreeSet<String>> {
-    let mut events = BTreeSet::new();
+    let mut rules = Vec::new();
     let dir = &settings.rules.dir;
-    if dir.is_dir() {
+    let read_dir = dir.is_dir();
+    if read_dir {
         let loaded = load_dir(dir).map_err(|errors| {
             let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
             anyhow::anyhow!(
@@ -119,13 +122,29 @@ async fn enabled_rule_events(settings: &Settings) -> anyhow::Result<BTreeSet<Str
                 lines.join("\n  ")
             )
         })?;
-        events.extend(
-            loaded
-                .rules
-                .iter()
-                .filter(|r| r.rule.enabled)
-                .flat_map(|r| r.rule.on.iter().cloned()),
-        );
+        rules.extend(loaded.rules.into_iter().map(|sourced| sourced.rule));
     }
-    Ok(events)
+    let store = Store::connect(&settings.database)
+        .await
+        .context("cannot open the database")?;
+    store
+        .migrate()
+        .await
+        .context("cannot migrate the database")?;
+    let rows = store
+        .list_rules()
+        .await
+        .context("cannot read the rules in the database")?;
+    store.close().await;
+    for row in rows.iter().filter(|row| !(read_dir && row.is_from_file())) {
+        let rule = row
+            .rule()
+            .with_context(|| format!("rule `{}` in the database cannot be read", row.id))?;
+        rules.push(rule);
+    }
+    Ok(rules
+        .into_iter()
+        .filter(|rule| rule.enabled)
+        .flat_map(|rule| rule.on)
+        .collect())
 }

@@ -486,3 +486,63 @@ crate::on_both_backends!(
     serve_ensures_the_subscription_at_start,
     serve_takes_webhooks_while_wts_is_down
 );
+
+#[tokio::test]
+async fn registration_reads_enabled_api_rules_from_the_database() {
+    let sim = sim().await;
+    let workspace = Workspace::new();
+    let store = wtsbot::store::Store::connect(&wtsbot::config::DatabaseSettings {
+        url: format!(
+            "sqlite://{}?mode=rwc",
+            workspace.dir.path().join("wtsbot.db").display()
+        )
+        .into(),
+        synchronous: wtsbot::config::Synchronous::Normal,
+        max_connections: 1,
+    })
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    let rows = [
+        (
+            "welcome",
+            r#"{"id":"welcome","on":["SESSION_NEW"],"reply":[{"text":"Oi"}]}"#,
+            "api",
+        ),
+        (
+            "paused",
+            r#"{"id":"paused","enabled":false,"on":["CONTACT_NEW"],"reply":[{"text":"Oi"}]}"#,
+            "api",
+        ),
+        // A file rule whose file is gone: rules/ is the truth for file rules.
+        (
+            "stale",
+            r#"{"id":"stale","on":["PAYMENT_NEW"],"reply":[{"text":"Oi"}]}"#,
+            "file",
+        ),
+    ];
+    for (id, definition, source) in rows {
+        sqlx::query(
+            "INSERT INTO rules (id, definition, source, revision, created_at, updated_at) \
+             VALUES ($1, $2, $3, 1, 0, 0)",
+        )
+        .bind(id)
+        .bind(definition)
+        .bind(source)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    }
+    store.close().await;
+    workspace.write_rule("manual.toml", MANUAL_RULE);
+
+    success(
+        &workspace
+            .wtsbot(&sim, &sim.token(), &["webhook", "register", "--url", URL])
+            .await,
+    );
+    assert_eq!(
+        sorted(&only_subscription(&sim).events),
+        with_built_in(&["MESSAGE_RECEIVED", "SESSION_NEW"])
+    );
+}
