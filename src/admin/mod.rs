@@ -3,6 +3,8 @@
 //! document that describes them, served without a token.
 
 pub mod auth;
+pub mod files;
+pub mod history;
 pub mod tokens;
 
 use actix_web::web;
@@ -16,7 +18,12 @@ pub const PREFIX: &str = "/api/v1";
 
 /// Mounts the admin API; `rules/test` is routed before `rules/{id}`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::scope(PREFIX).configure(tokens::configure));
+    cfg.service(
+        web::scope(PREFIX)
+            .configure(files::configure)
+            .configure(history::configure)
+            .configure(tokens::configure),
+    );
 }
 
 /// A request body read as `T`; a field of the wrong type or an unknown key is a 422 that

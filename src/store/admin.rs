@@ -1,6 +1,9 @@
 //! The admin API's queries: API tokens, uploaded assets, and rule writes with their
 //! revisions.
 
+use sqlx::{Any, Transaction};
+
+use super::rules::{RuleRow, RuleSource};
 use super::{Store, StoreError};
 
 /// One API token; the secret itself is never stored, only its sha256.
@@ -37,6 +40,35 @@ pub struct NewAsset<'a> {
     pub now: i64,
 }
 
+/// One recorded change of a rule.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RevisionRow {
+    pub rule_id: String,
+    pub revision: i64,
+    /// The token name, or `rules/<file>` for a file sync.
+    pub actor: String,
+    pub at: i64,
+    /// `create`, `update`, `delete` or `restore`.
+    pub action: String,
+    /// The rule as JSON before and after the change; `None` where it did not exist.
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+/// A change of an API rule, made by `actor` at `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleWrite<'a> {
+    pub id: &'a str,
+    /// The rule as JSON.
+    pub definition: &'a str,
+    pub actor: &'a str,
+    /// The revision's action: `create`, `update` or `restore`.
+    pub action: &'a str,
+    pub now: i64,
+}
+
+const RULE_COLUMNS: &str = "id, definition, source, source_path, revision, created_at, updated_at";
+const REVISION_COLUMNS: &str = "rule_id, revision, actor, at, action, before, after";
 const TOKEN_COLUMNS: &str = "id, name, role, token_hash, created_at, revoked_at";
 const ASSET_COLUMNS: &str = "name, sha256, size, mime, source, created_at";
 
@@ -174,6 +206,157 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Creates an API rule with its first revision of this incarnation. A taken id fails
+    /// as a unique violation.
+    pub async fn create_api_rule(&self, write: &RuleWrite<'_>) -> Result<RuleRow, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let revision = next_revision(&mut tx, write.id).await?;
+        let row = sqlx::query_as(&format!(
+            "INSERT INTO rules (id, definition, source, source_path, revision, created_at, updated_at) \
+             VALUES ($1, $2, $3, NULL, $4, $5, $5) RETURNING {RULE_COLUMNS}"
+        ))
+        .bind(write.id)
+        .bind(write.definition)
+        .bind(RuleSource::Api.as_str())
+        .bind(revision)
+        .bind(write.now)
+        .fetch_one(&mut *tx)
+        .await?;
+        insert_revision(&mut tx, write, revision, None).await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    /// Replaces an API rule that is still at revision `expected`; `None` when it is gone,
+    /// comes from a file, or was changed meanwhile.
+    pub async fn update_api_rule(
+        &self,
+        write: &RuleWrite<'_>,
+        expected: &RuleRow,
+    ) -> Result<Option<RuleRow>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let revision = next_revision(&mut tx, write.id).await?;
+        let row: Option<RuleRow> = sqlx::query_as(&format!(
+            "UPDATE rules SET definition = $1, revision = $2, updated_at = $3 \
+             WHERE id = $4 AND source = 'api' AND revision = $5 RETURNING {RULE_COLUMNS}"
+        ))
+        .bind(write.definition)
+        .bind(revision)
+        .bind(write.now)
+        .bind(write.id)
+        .bind(expected.revision)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if row.is_none() {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        insert_revision(&mut tx, write, revision, Some(&expected.definition)).await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    /// Deletes an API rule still at revision `expected`, recording a `delete` revision;
+    /// false when it is gone, comes from a file, or was changed meanwhile.
+    pub async fn delete_api_rule(
+        &self,
+        expected: &RuleRow,
+        actor: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let deleted =
+            sqlx::query("DELETE FROM rules WHERE id = $1 AND source = 'api' AND revision = $2")
+                .bind(&expected.id)
+                .bind(expected.revision)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if deleted != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let revision = next_revision(&mut tx, &expected.id).await?;
+        sqlx::query(
+            "INSERT INTO rule_revisions (rule_id, revision, actor, at, action, before, after) \
+             VALUES ($1, $2, $3, $4, 'delete', $5, NULL)",
+        )
+        .bind(&expected.id)
+        .bind(revision)
+        .bind(actor)
+        .bind(now)
+        .bind(&expected.definition)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Every revision of a rule, deleted incarnations included, newest first.
+    pub async fn rule_revisions(&self, rule_id: &str) -> Result<Vec<RevisionRow>, StoreError> {
+        let rows = sqlx::query_as(&format!(
+            "SELECT {REVISION_COLUMNS} FROM rule_revisions WHERE rule_id = $1 \
+             ORDER BY revision DESC"
+        ))
+        .bind(rule_id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows)
+    }
+
+    pub async fn rule_revision(
+        &self,
+        rule_id: &str,
+        revision: i64,
+    ) -> Result<Option<RevisionRow>, StoreError> {
+        let row = sqlx::query_as(&format!(
+            "SELECT {REVISION_COLUMNS} FROM rule_revisions WHERE rule_id = $1 AND revision = $2"
+        ))
+        .bind(rule_id)
+        .bind(revision)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row)
+    }
+}
+
+/// The revision after the highest the rule ever had, deleted incarnations included.
+async fn next_revision(
+    tx: &mut Transaction<'static, Any>,
+    rule_id: &str,
+) -> Result<i64, StoreError> {
+    let last: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(MAX(revision), 0) FROM rule_revisions WHERE rule_id = $1",
+    )
+    .bind(rule_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(last + 1)
+}
+
+async fn insert_revision(
+    tx: &mut Transaction<'static, Any>,
+    write: &RuleWrite<'_>,
+    revision: i64,
+    before: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO rule_revisions (rule_id, revision, actor, at, action, before, after) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(write.id)
+    .bind(revision)
+    .bind(write.actor)
+    .bind(write.now)
+    .bind(write.action)
+    .bind(before)
+    .bind(write.definition)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +379,67 @@ mod tests {
         assert!(!store.revoke_token(token.id, 3).await.unwrap());
         assert!(store.active_token_by_hash("h1").await.unwrap().is_none());
         assert_eq!(store.list_tokens().await.unwrap()[0].revoked_at, Some(2));
+    }
+
+    #[tokio::test]
+    async fn every_rule_write_is_a_revision_and_ids_outlive_deletion() {
+        let (_dir, store) = sqlite_store().await;
+        let write = |definition, action, now| RuleWrite {
+            id: "manual",
+            definition,
+            actor: "maria",
+            action,
+            now,
+        };
+        let created = store
+            .create_api_rule(&write("{\"v\":1}", "create", 1))
+            .await
+            .unwrap();
+        assert_eq!(created.revision, 1);
+        assert!(
+            store
+                .create_api_rule(&write("{}", "create", 2))
+                .await
+                .unwrap_err()
+                .is_unique_violation()
+        );
+        let updated = store
+            .update_api_rule(&write("{\"v\":2}", "update", 3), &created)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(updated.revision, 2);
+        // A stale revision changes nothing.
+        assert!(
+            store
+                .update_api_rule(&write("{}", "update", 4), &created)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(!store.delete_api_rule(&created, "maria", 5).await.unwrap());
+        assert!(store.delete_api_rule(&updated, "maria", 5).await.unwrap());
+        let again = store
+            .create_api_rule(&write("{\"v\":1}", "restore", 6))
+            .await
+            .unwrap();
+        assert_eq!(again.revision, 4);
+
+        let revisions = store.rule_revisions("manual").await.unwrap();
+        let actions: Vec<(i64, &str)> = revisions
+            .iter()
+            .map(|r| (r.revision, r.action.as_str()))
+            .collect();
+        assert_eq!(
+            actions,
+            [(4, "restore"), (3, "delete"), (2, "update"), (1, "create")]
+        );
+        let delete = store.rule_revision("manual", 3).await.unwrap().unwrap();
+        assert_eq!(
+            (delete.before.as_deref(), delete.after),
+            (Some("{\"v\":2}"), None)
+        );
+        assert!(store.rule_revision("manual", 9).await.unwrap().is_none());
     }
 
     #[tokio::test]

@@ -18,6 +18,7 @@
 pub mod admin;
 pub mod dispatch;
 mod error;
+pub mod history;
 pub mod inbox;
 pub mod jobs;
 pub mod meta;
