@@ -21,7 +21,7 @@ use crate::config::Settings;
 use crate::error::AppError;
 use crate::inbox::{InboxSignal, InboxWriter};
 use crate::registration::SubscriptionKeeper;
-use crate::rules::{RuleEngine, Snapshot};
+use crate::rules::RuleEngine;
 use crate::store::meta::{Kept, WEBHOOK_TOKEN_KEY};
 use crate::store::{Backend, Store};
 use crate::webhook::{self, WebhookState};
@@ -68,6 +68,16 @@ fn spawn_background_tasks(ctx: &TaskContext, tasks: &mut BackgroundTasks) {
     ) {
         tasks.spawn(name, task);
     }
+    tasks.spawn(
+        "rules watcher",
+        crate::rules::watch::watch(
+            ctx.settings.rules.dir.clone(),
+            ctx.store.clone(),
+            ctx.rules.clone(),
+            ctx.settings.database.url.clone(),
+            ctx.shutdown.clone(),
+        ),
+    );
     if ctx.store.backend() == Backend::Postgres {
         tasks.spawn(
             "inbox listener",
@@ -89,6 +99,7 @@ struct AppState {
     settings: web::Data<Settings>,
     store: web::Data<Store>,
     webhook: web::Data<WebhookState>,
+    rules: web::Data<RuleEngine>,
 }
 
 /// The route table: every route of the main listener.
@@ -186,7 +197,11 @@ impl Application {
             store: store.clone(),
             inbox_signal: inbox_signal.clone(),
             shutdown: shutdown.clone(),
-            rules: Arc::new(RuleEngine::new(rules_from_dir(&settings))),
+            rules: Arc::new(
+                crate::rules::sync::start(&store, &settings.rules.dir)
+                    .await
+                    .context("cannot load the rules from the database")?,
+            ),
         };
         spawn_background_tasks(&ctx, &mut tasks);
 
@@ -194,6 +209,7 @@ impl Application {
         let state = AppState {
             settings: web::Data::from(settings.clone()),
             store: web::Data::new(store.clone()),
+            rules: web::Data::from(ctx.rules.clone()),
             webhook: web::Data::new(WebhookState::new(
                 &webhook_token,
                 max_body,
@@ -209,6 +225,7 @@ impl Application {
                 .app_data(state.settings.clone())
                 .app_data(state.store.clone())
                 .app_data(state.webhook.clone())
+                .app_data(state.rules.clone())
                 .configure(routes)
                 .default_service(web::to(not_found))
         })
@@ -344,25 +361,6 @@ fn task_ended(
             Some(anyhow::Error::new(err).context("a background task panicked"))
         }
     }
-}
-
-/// The rules in `rules.dir`; a directory that fails to load is reported and leaves no
-/// rule enabled.
-fn rules_from_dir(settings: &Settings) -> Snapshot {
-    let dir = &settings.rules.dir;
-    let rules = match crate::rules::load_dir(dir) {
-        Ok(loaded) => loaded.rules.into_iter().map(|sourced| sourced.rule),
-        Err(errors) => {
-            for error in &errors {
-                tracing::error!(%error, "cannot load a rule file");
-            }
-            return Snapshot::empty();
-        }
-    };
-    Snapshot::compile(rules).unwrap_or_else(|err| {
-        tracing::error!(error = %err, dir = %dir.display(), "cannot compile the rules");
-        Snapshot::empty()
-    })
 }
 
 /// The configured webhook token, or the one generated on the first start (shown once).

@@ -5,7 +5,9 @@ pub mod hours;
 pub mod loader;
 pub mod model;
 pub mod normalize;
+pub mod sync;
 pub mod template;
+pub mod watch;
 
 pub use engine::{
     AgentFacts, CompileError, ConditionResult, MatchInput, PlannedReply, ReplyContent, RuleEngine,
