@@ -16,12 +16,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Config(ConfigCommand::Print) => config::print(&settings),
         Command::Rules(RulesCommand::Check { dir }) => rules::check(&settings, dir.as_deref()),
+        Command::Rules(RulesCommand::Export { dir }) => rules::export(&settings, &dir).await,
+        Command::Rules(RulesCommand::Import { dir }) => rules::import(&settings, &dir).await,
         Command::SendFile(args) => send::send_file(&settings, args).await,
         Command::SendText(args) => send::send_text(&settings, args).await,
         Command::Serve => serve::serve(settings).await,
         Command::Webhook(command) => webhook::run(&settings, command).await,
         Command::Demo => demo::run(&settings).await,
         Command::Healthcheck(args) => healthcheck::run(&settings, args.url.as_deref()).await,
-        other => anyhow::bail!("`{other:?}` is not available in this build"),
     }
 }
