@@ -91,6 +91,14 @@ fn spawn_background_tasks(ctx: &TaskContext, tasks: &mut BackgroundTasks) {
     if let Some(keeper) = SubscriptionKeeper::for_daemon(&ctx.settings, ctx.rules.clone()) {
         tasks.spawn("webhook subscription", keeper.run(ctx.shutdown.clone()));
     }
+    tasks.spawn(
+        "history pruning",
+        crate::admin::history::prune_periodically(
+            ctx.store.clone(),
+            ctx.settings.history.retention,
+            ctx.shutdown.clone(),
+        ),
+    );
 }
 
 /// The state handlers extract with `web::Data<...>`.

@@ -326,3 +326,66 @@ pub async fn retry_delivery(
         }
     }
 }
+
+/// How often pruning runs: a 24th of the retention, between 100 ms and an hour.
+fn prune_interval(retention: std::time::Duration) -> std::time::Duration {
+    (retention / 24).clamp(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(3600),
+    )
+}
+
+/// Deletes history older than `retention` (events with their decisions, finished
+/// deliveries) now and then, until `stop`.
+pub async fn prune_periodically(
+    store: Store,
+    retention: std::time::Duration,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let interval = prune_interval(retention);
+    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    loop {
+        match store
+            .prune_history(now_ms().saturating_sub(retention_ms))
+            .await
+        {
+            Ok((0, 0)) => {}
+            Ok((jobs, events)) => tracing::info!(jobs, events, "pruned old history"),
+            Err(err) => {
+                tracing::warn!(error.cause_chain = ?anyhow::Error::from(err), "cannot prune history")
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pruning_runs_often_enough_for_short_retentions_and_rarely_for_long_ones() {
+        use std::time::Duration;
+        assert_eq!(
+            prune_interval(Duration::from_secs(1)),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            prune_interval(Duration::from_secs(48)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            prune_interval(Duration::from_secs(30 * 86400)),
+            Duration::from_secs(3600)
+        );
+    }
+
+    #[test]
+    fn a_full_page_points_at_the_next() {
+        assert_eq!(next_before([9, 8, 7].into_iter(), 3, 3), Some(7));
+        assert_eq!(next_before([9, 8].into_iter(), 2, 3), None);
+    }
+}

@@ -5,6 +5,9 @@
 pub mod auth;
 pub mod files;
 pub mod history;
+pub mod openapi;
+pub mod rules;
+pub mod test;
 pub mod tokens;
 
 use actix_web::web;
@@ -20,8 +23,11 @@ pub const PREFIX: &str = "/api/v1";
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope(PREFIX)
+            .route("/openapi.json", web::get().to(openapi::openapi_json))
             .configure(files::configure)
             .configure(history::configure)
+            .route("/rules/test", web::post().to(test::dry_run))
+            .configure(rules::configure)
             .configure(tokens::configure),
     );
 }
