@@ -13,6 +13,7 @@ mod helpers;
 mod lifecycle;
 mod ops;
 mod registration;
+mod rules_files;
 mod send_cli;
 mod sim;
 mod startup;
