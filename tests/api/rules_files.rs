@@ -216,6 +216,33 @@ async fn a_write_by_another_process_reloads(backend: Backend) {
     until_fired(&app, "price", &["price"]).await;
 }
 
+/// SIGHUP syncs the files and reloads the snapshot from the database even when the sync
+/// changed nothing: here a row written behind the daemon's back, which neither the file
+/// watcher nor the change announcements see.
+async fn sighup_reloads(backend: Backend) {
+    let app = TestAppBuilder::new(backend)
+        .rules_file("hello.toml", HELLO)
+        .spawn()
+        .await;
+    assert_eq!(fired(&app, "hello").await, ["hello"]);
+    sqlx::query(
+        "INSERT INTO rules (id, definition, source, revision, created_at, updated_at) \
+         VALUES ('quiet', $1, 'api', 1, 0, 0)",
+    )
+    .bind(r#"{"id":"quiet","when":{"text_any":["hola"]},"reply":[{"text":"Hi!"}]}"#)
+    .execute(app.store.pool())
+    .await
+    .unwrap();
+    tokio::time::sleep(wtsbot::rules::watch::POLL_INTERVAL + Duration::from_millis(300)).await;
+    assert!(fired(&app, "hola").await.is_empty(), "nothing announced it");
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    until_fired(&app, "hola, hello", &["hello", "quiet"]).await;
+}
+
 async fn wtsbot(database_url: &str, args: &[&str]) -> Output {
     let output = Command::new(env!("CARGO_BIN_EXE_wtsbot"))
         .args(args)
@@ -309,5 +336,6 @@ on_both_backends!(
     a_deleted_file_removes_its_rule,
     a_file_may_not_take_an_api_rules_id,
     a_write_by_another_process_reloads,
+    sighup_reloads,
     export_then_import_round_trips,
 );
