@@ -320,7 +320,7 @@ pub async fn retry_delivery(
         RetryOutcome::Retried { job, replanned } => {
             tracing::info!(delivery = id, replanned, by = %caller.name, "delivery retried");
             Ok(HttpResponse::Ok().json(RetriedDelivery {
-                delivery: job.into(),
+                delivery: (*job).into(),
                 replanned_steps: replanned,
             }))
         }

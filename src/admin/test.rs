@@ -182,7 +182,7 @@ pub async fn dry_run(
         message_type: event.message_type.as_deref(),
         arrived_at,
     };
-    let listens = |rule: &Rule| rule.on.iter().any(|e| *e == event.envelope.event_type);
+    let listens = |rule: &Rule| rule.on.contains(&event.envelope.event_type);
     let enabled: Vec<RuleEvaluation> = engine
         .current()
         .evaluate_all(&input, None)

@@ -55,7 +55,7 @@ pub enum RetryOutcome {
     NotRetryable(String),
     /// The job, planned again, and how many skipped later steps were planned with it.
     Retried {
-        job: JobRow,
+        job: Box<JobRow>,
         replanned: u64,
     },
 }
@@ -286,7 +286,10 @@ impl Store {
         .await?
         .rows_affected();
         tx.commit().await?;
-        Ok(RetryOutcome::Retried { job, replanned })
+        Ok(RetryOutcome::Retried {
+            job: Box::new(job),
+            replanned,
+        })
     }
 
     /// Deletes what is older than `cutoff`: finished jobs, then decided events with no job
