@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::rules::RuleEngine;
-use crate::rules::model::{DEFAULT_EVENT, KNOWN_EVENTS};
+use crate::rules::model::DEFAULT_EVENT;
+use crate::webhook::envelope::KNOWN_EVENT_TYPES;
 use crate::wts::{
     NewSubscription, RetryPolicy, SubscriptionUpdate, WebhookSubscription, WtsClient, WtsError,
 };
@@ -50,7 +51,7 @@ pub fn parse_events<S: AsRef<str>>(
         if name.is_empty() {
             continue;
         }
-        if !KNOWN_EVENTS.contains(&name.as_str()) {
+        if !KNOWN_EVENT_TYPES.contains(&name.as_str()) {
             return Err(RegistrationError::UnknownEvent(name));
         }
         events.insert(name);
@@ -141,7 +142,7 @@ impl Ensured {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistrationError {
-    #[error("unknown WTS event `{0}`; known events: {known}", known = KNOWN_EVENTS.join(", "))]
+    #[error("unknown WTS event `{0}`; known events: {known}", known = KNOWN_EVENT_TYPES.join(", "))]
     UnknownEvent(String),
     #[error("no events to subscribe to")]
     NoEvents,

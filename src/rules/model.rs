@@ -11,28 +11,7 @@ use super::hours::OpeningHours;
 use super::normalize::{Keyword, normalize};
 use super::template::Template;
 use crate::error::FieldError;
-
-/// Every WTS webhook event name.
-pub const KNOWN_EVENTS: &[&str] = &[
-    "SESSION_NEW",
-    "SESSION_UPDATE",
-    "SESSION_COMPLETE",
-    "MESSAGE_RECEIVED",
-    "MESSAGE_UPDATED",
-    "MESSAGE_SENT",
-    "CONTACT_NEW",
-    "CONTACT_UPDATE",
-    "CONTACT_TAG_UPDATE",
-    "PAYMENT_NEW",
-    "PAYMENT_UPDATE",
-    "PANEL_CARD_NEW",
-    "PANEL_CARD_UPDATE",
-    "PANEL_CARD_STEP_CHANGE",
-    "PANEL_CARD_NOTE_NEW",
-    "PANEL_CARD_NOTE_UPDATE",
-    "TEMPLATE_NEW",
-    "TEMPLATE_UPDATE",
-];
+use crate::webhook::envelope::KNOWN_EVENT_TYPES;
 
 /// The events whose content is a message with a text and a type.
 pub const MESSAGE_EVENTS: &[&str] = &["MESSAGE_RECEIVED", "MESSAGE_UPDATED"];
@@ -233,12 +212,12 @@ impl Rule {
                     format!("on[{i}]"),
                     "MESSAGE_SENT is refused: it reports wtsbot's own and agents' messages and would loop",
                 );
-            } else if !KNOWN_EVENTS.contains(&event.as_str()) {
+            } else if !KNOWN_EVENT_TYPES.contains(&event.as_str()) {
                 v.error(
                     format!("on[{i}]"),
                     format!(
                         "unknown event \"{event}\"; known: {}",
-                        KNOWN_EVENTS.join(", ")
+                        KNOWN_EVENT_TYPES.join(", ")
                     ),
                 );
             }
