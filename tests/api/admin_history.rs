@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use wtsbot::sim::customers::message_received;
-use wtsbot::sim::{Fault, FaultKind, SimConfig, SimSession, WtsSim};
+use wtsbot::sim::{Fault, FaultKind, SimSession};
 
 use crate::admin_client::{ADMIN_TOKEN, AdminClient, admin_app};
-use crate::helpers::{Backend, eventually};
+use crate::helpers::{Backend, eventually, start_sim};
 use crate::on_both_backends;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -107,12 +107,7 @@ async fn events_and_deliveries_are_listed_filtered_and_paged(backend: Backend) {
 }
 
 async fn a_dead_delivery_is_retried_and_sent(backend: Backend) {
-    let sim = WtsSim::start(SimConfig {
-        delivery_delay: None,
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
+    let sim = start_sim().await;
     let app = admin_app(backend).sim(&sim).spawn().await;
     let admin = AdminClient::new(&app, Some(ADMIN_TOKEN)).await;
     admin.post("/rules", &manual_rule()).await.expect(201);

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use wtsbot::sim::customers::message_received;
-use wtsbot::sim::{SimConfig, SimSession, WtsSim};
+use wtsbot::sim::{SimSession, WtsSim};
 
 use crate::admin_client::{ADMIN_TOKEN, AdminClient, admin_app};
-use crate::helpers::{Backend, TestApp, eventually};
+use crate::helpers::{Backend, TestApp, eventually, start_sim};
 use crate::on_both_backends;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -237,12 +237,7 @@ async fn post_price_question(app: &TestApp, sim: &WtsSim) -> String {
 }
 
 async fn a_rule_created_through_the_api_answers_without_a_restart(backend: Backend) {
-    let sim = WtsSim::start(SimConfig {
-        delivery_delay: None,
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
+    let sim = start_sim().await;
     let app = admin_app(backend).sim(&sim).spawn().await;
     let admin = admin(&app).await;
     let mut rule = price_rule();

@@ -6,23 +6,13 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use secrecy::SecretString;
-use wtsbot::sim::{
-    Fault, FaultKind, RateLimit, SimAgent, SimConfig, SimDepartment, SimSession, WtsSim,
-};
+use wtsbot::sim::{Fault, FaultKind, RateLimit, SimAgent, SimDepartment, SimSession, WtsSim};
 use wtsbot::wts::{
     Budget, MessageStatus, NewSubscription, Pacer, RetryPolicy, SendBody, SubscriptionUpdate,
     Timeouts, TokenBucketPacer, Unpaced, UploadSource, WtsClient, WtsError, retrying,
 };
 
-async fn sim() -> WtsSim {
-    wtsbot::telemetry::init_for_tests();
-    WtsSim::start(SimConfig {
-        delivery_delay: None,
-        ..SimConfig::default()
-    })
-    .await
-    .expect("the simulator starts")
-}
+use crate::helpers::start_sim;
 
 fn client_with(sim: &WtsSim, request_timeout: Duration, pacer: Arc<dyn Pacer>) -> WtsClient {
     WtsClient::new(
@@ -55,7 +45,7 @@ fn pdf_bytes(len: usize) -> Vec<u8> {
 
 #[tokio::test]
 async fn client_sends_a_file_url_with_the_bearer_token() {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let session = sim.add_session(SimSession::new());
     let sent = client(&sim)
         .send_message(
@@ -90,7 +80,7 @@ async fn client_sends_a_file_url_with_the_bearer_token() {
 
 #[tokio::test]
 async fn client_uploads_a_file_intact_and_sends_its_id() {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let session = sim.add_session(SimSession::new());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("manual.pdf");
@@ -147,7 +137,7 @@ async fn client_uploads_a_file_intact_and_sends_its_id() {
 
 #[tokio::test]
 async fn client_uploads_bytes_from_memory_with_a_sniffed_name() {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01".to_vec();
     let file = client(&sim)
         .upload(&UploadSource::memory(png.clone(), None))
@@ -162,7 +152,7 @@ async fn client_uploads_bytes_from_memory_with_a_sniffed_name() {
 
 #[tokio::test]
 async fn client_sync_send_uses_the_sync_path_and_reads_the_full_answer() {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let session = sim.add_session(SimSession::new());
     let sent = client(&sim)
         .send_message(&session, &SendBody::text("olá"), true)
@@ -180,7 +170,7 @@ async fn client_sync_send_uses_the_sync_path_and_reads_the_full_answer() {
 
 #[tokio::test]
 async fn client_reports_a_failed_channel_in_both_answer_shapes() {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let session = sim.add_session(SimSession::new().with_channel_failure("Janela de 24h expirada"));
     let client = client(&sim);
     for sync in [false, true] {
@@ -201,7 +191,7 @@ async fn client_reports_a_failed_channel_in_both_answer_shapes() {
 
 #[tokio::test]
 async fn client_error_keeps_status_key_and_text() {
-    let sim = sim().await;
+    let sim = start_sim().await;
     sim.push_fault(
         Fault::new(FaultKind::FormError {
             text: "Contato não encontrado".into(),
@@ -224,7 +214,7 @@ async fn client_error_keeps_status_key_and_text() {
 
 #[tokio::test]
 async fn client_with_a_wrong_token_is_unauthorized() {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let client = WtsClient::new(
         &sim.base_url(),
         SecretString::from("wrong"),
@@ -243,7 +233,7 @@ async fn client_with_a_wrong_token_is_unauthorized() {
 
 #[tokio::test]
 async fn client_retries_a_rate_limit_then_succeeds() {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let session = sim.add_session(SimSession::new());
     sim.push_fault(
         Fault::new(FaultKind::TooManyRequests {
@@ -269,7 +259,7 @@ async fn client_retries_a_rate_limit_then_succeeds() {
 
 #[tokio::test]
 async fn client_gives_up_on_persistent_server_errors_with_the_last_error() {
-    let sim = sim().await;
+    let sim = start_sim().await;
     sim.push_fault(
         Fault::new(FaultKind::ServerError { status: 503 })
             .on("POST", "/chat/")
@@ -291,7 +281,7 @@ async fn client_gives_up_on_persistent_server_errors_with_the_last_error() {
 
 #[tokio::test]
 async fn client_times_out_and_says_the_outcome_is_unknown() {
-    let sim = sim().await;
+    let sim = start_sim().await;
     sim.push_fault(
         Fault::new(FaultKind::Latency {
             delay: Duration::from_secs(3),
@@ -315,7 +305,7 @@ async fn client_times_out_and_says_the_outcome_is_unknown() {
 
 #[tokio::test]
 async fn client_connection_dropped_after_processing_is_an_unknown_outcome() {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let session = sim.add_session(SimSession::new());
     sim.push_fault(Fault::new(FaultKind::DropAfterProcessing).on("POST", "/chat/"));
     let err = client(&sim)
@@ -330,7 +320,7 @@ async fn client_connection_dropped_after_processing_is_an_unknown_outcome() {
 
 #[tokio::test]
 async fn client_session_lookup_maps_agent_contact_and_tags() {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let agent = SimAgent::named("Ana");
     let department = SimDepartment::named("Suporte");
     let session = sim.add_session(
@@ -369,7 +359,7 @@ async fn client_session_lookup_maps_agent_contact_and_tags() {
 
 #[tokio::test]
 async fn client_lists_every_page_of_session_messages() {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let session = sim.add_session(SimSession::new());
     let client = client(&sim);
     for n in 0..130 {
@@ -403,7 +393,7 @@ async fn client_lists_every_page_of_session_messages() {
 
 #[tokio::test]
 async fn client_manages_webhook_subscriptions() {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let client = client(&sim);
     let events = client.list_webhook_events().await.unwrap();
     assert!(events.iter().any(|e| e.event == "MESSAGE_RECEIVED"));
@@ -485,7 +475,7 @@ async fn client_pacing_holds_a_burst_of_500_under_the_rate() {
         long_max: 1000,
         long_window: long,
     };
-    let sim = sim().await;
+    let sim = start_sim().await;
     sim.set_rate_limit(Some(limit));
     let session = sim.add_session(SimSession::new());
     let pacer = TokenBucketPacer::new(&[
@@ -512,7 +502,7 @@ async fn client_pacing_holds_a_burst_of_500_under_the_rate() {
 
 #[tokio::test]
 async fn client_without_pacing_trips_the_same_limit() {
-    let sim = sim().await;
+    let sim = start_sim().await;
     sim.set_rate_limit(Some(RateLimit {
         short_max: 100,
         short_window: Duration::from_secs(5),

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use wtsbot::sim::customers::message_received;
-use wtsbot::sim::{Fault, FaultKind, SimConfig, SimMessage, SimSession, WtsSim};
+use wtsbot::sim::{Fault, FaultKind, SimMessage, SimSession, WtsSim};
 use wtsbot::store::jobs::JobRow;
 
-use crate::helpers::{Backend, TestApp, TestAppBuilder, eventually};
+use crate::helpers::{Backend, TestApp, TestAppBuilder, eventually, start_sim};
 use crate::on_both_backends;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -25,15 +25,6 @@ file = "files/manual.pdf"
 [[reply]]
 file_url = "https://cdn.example.com/step1.png"
 "#;
-
-async fn sim() -> WtsSim {
-    WtsSim::start(SimConfig {
-        delivery_delay: None,
-        ..SimConfig::default()
-    })
-    .await
-    .expect("the simulator starts")
-}
 
 /// The app with the manual rule and its PDF, talking to `sim`.
 fn builder(backend: Backend, sim: &WtsSim) -> TestAppBuilder {
@@ -133,7 +124,7 @@ on_both_backends!(
 async fn a_matching_message_gets_its_replies_in_order_and_the_file_is_uploaded_once(
     backend: Backend,
 ) {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let app = builder(backend, &sim).spawn().await;
     let maria = sim.add_session(SimSession::new().with_contact_name("Maria"));
     let first = message_received(&maria, "Pode me mandar o manual?");
@@ -173,7 +164,7 @@ async fn a_matching_message_gets_its_replies_in_order_and_the_file_is_uploaded_o
 }
 
 async fn accents_and_case_do_not_matter(backend: Backend) {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let app = builder(backend, &sim).spawn().await;
     for text in [
         "INSTRUCOES DE INSTALAÇÃO",
@@ -189,7 +180,7 @@ async fn accents_and_case_do_not_matter(backend: Backend) {
 }
 
 async fn a_message_that_matches_nothing_records_why(backend: Backend) {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let app = builder(backend, &sim).spawn().await;
     let session = sim.add_session(SimSession::new());
     let body = message_received(&session, "manualmente não, obrigado");
@@ -204,7 +195,7 @@ async fn a_message_that_matches_nothing_records_why(backend: Backend) {
 }
 
 async fn a_rule_in_cooldown_stays_quiet(backend: Backend) {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let cooled = MANUAL.replace("id = \"manual\"", "id = \"manual\"\ncooldown = \"24h\"");
     let app = builder(backend, &sim)
         .rules_file("manual.toml", cooled)
@@ -226,7 +217,7 @@ async fn a_rule_in_cooldown_stays_quiet(backend: Backend) {
 }
 
 async fn a_redelivered_webhook_is_answered_once(backend: Backend) {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let app = builder(backend, &sim).spawn().await;
     let session = sim.add_session(SimSession::new());
     let body = message_received(&session, "manual");
@@ -241,7 +232,7 @@ async fn a_redelivered_webhook_is_answered_once(backend: Backend) {
 }
 
 async fn the_bots_own_and_agents_messages_never_trigger(backend: Backend) {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let app = builder(backend, &sim).spawn().await;
     // The simulator echoes every message sent through its API as MESSAGE_SENT to the
     // subscriptions, as WTS does.
@@ -295,7 +286,7 @@ async fn the_bots_own_and_agents_messages_never_trigger(backend: Backend) {
 }
 
 async fn the_session_reply_cap_stops_a_loop(backend: Backend) {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let app = builder(backend, &sim)
         .setting("bot.session_reply_cap", "2")
         .spawn()
@@ -312,7 +303,7 @@ async fn the_session_reply_cap_stops_a_loop(backend: Backend) {
 }
 
 async fn rate_limited_sends_wait_for_retry_after_then_succeed(backend: Backend) {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let app = builder(backend, &sim).spawn().await;
     let session = sim.add_session(SimSession::new());
     sim.push_fault(send_fault(FaultKind::TooManyRequests {
@@ -333,7 +324,7 @@ async fn rate_limited_sends_wait_for_retry_after_then_succeed(backend: Backend) 
 }
 
 async fn server_errors_are_retried_then_succeed(backend: Backend) {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let app = builder(backend, &sim).spawn().await;
     let session = sim.add_session(SimSession::new());
     sim.push_fault(send_fault(FaultKind::ServerError { status: 503 }).times(2));
@@ -354,7 +345,7 @@ async fn server_errors_are_retried_then_succeed(backend: Backend) {
 }
 
 async fn server_errors_until_the_schedule_ends_leave_the_step_dead(backend: Backend) {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let app = builder(backend, &sim).spawn().await;
     let session = sim.add_session(SimSession::new());
     sim.push_fault(send_fault(FaultKind::ServerError { status: 500 }).times(4));
@@ -370,7 +361,7 @@ async fn server_errors_until_the_schedule_ends_leave_the_step_dead(backend: Back
 }
 
 async fn a_permanent_refusal_fails_with_the_wts_key_and_skips_later_steps(backend: Backend) {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let app = builder(backend, &sim).spawn().await;
     let session = sim.add_session(SimSession::new());
     sim.push_fault(send_fault(FaultKind::FormError {
@@ -387,7 +378,7 @@ async fn a_permanent_refusal_fails_with_the_wts_key_and_skips_later_steps(backen
 }
 
 async fn a_failed_status_ends_the_step_as_failed(backend: Backend) {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let app = builder(backend, &sim).spawn().await;
     let session = sim.add_session(SimSession::new().with_channel_failure("window expired"));
     let body = message_received(&session, "manual");
@@ -398,7 +389,7 @@ async fn a_failed_status_ends_the_step_as_failed(backend: Backend) {
 }
 
 async fn a_step_older_than_max_reply_age_expires_unsent(backend: Backend) {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let app = builder(backend, &sim)
         .setting("bot.max_reply_age", "30ms")
         .spawn()
@@ -415,7 +406,7 @@ async fn a_step_older_than_max_reply_age_expires_unsent(backend: Backend) {
 }
 
 async fn a_dropped_answer_is_reconciled_and_not_sent_twice(backend: Backend) {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let app = builder(backend, &sim).spawn().await;
     let session = sim.add_session(SimSession::new());
     sim.push_fault(send_fault(FaultKind::DropAfterProcessing));
@@ -437,7 +428,7 @@ async fn a_dropped_answer_is_reconciled_and_not_sent_twice(backend: Backend) {
 }
 
 async fn without_a_token_replies_are_recorded_as_dry_run(backend: Backend) {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let app = TestAppBuilder::new(backend)
         .rules_file("manual.toml", MANUAL)
         .rules_file("files/manual.pdf", PDF)

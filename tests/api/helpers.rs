@@ -409,3 +409,14 @@ impl ScratchDatabase {
         self.database.url()
     }
 }
+
+/// The simulated WTS, in process, with message statuses delivered at once.
+pub async fn start_sim() -> wtsbot::sim::WtsSim {
+    wtsbot::telemetry::init_for_tests();
+    wtsbot::sim::WtsSim::start(wtsbot::sim::SimConfig {
+        delivery_delay: None,
+        ..wtsbot::sim::SimConfig::default()
+    })
+    .await
+    .expect("the simulator starts")
+}

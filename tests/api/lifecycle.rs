@@ -11,11 +11,11 @@ use serde_json::Value;
 use tokio::process::{Child, Command};
 use wtsbot::config::Settings;
 use wtsbot::sim::customers::message_received;
-use wtsbot::sim::{Fault, FaultKind, SimConfig, WtsSim};
+use wtsbot::sim::{Fault, FaultKind, WtsSim};
 use wtsbot::startup::Application;
 use wtsbot::store::Store;
 
-use crate::helpers::{Backend, ScratchDatabase, eventually};
+use crate::helpers::{Backend, ScratchDatabase, eventually, start_sim};
 use crate::on_both_backends;
 
 const WEBHOOK_TOKEN: &str = "lifecycle-webhook-token-0123456789";
@@ -27,16 +27,6 @@ fn rules_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("a temporary directory");
     std::fs::write(dir.path().join("eco.toml"), ECHO_RULE).expect("write the rule");
     dir
-}
-
-async fn sim() -> WtsSim {
-    wtsbot::telemetry::init_for_tests();
-    WtsSim::start(SimConfig {
-        delivery_delay: None,
-        ..SimConfig::default()
-    })
-    .await
-    .expect("the simulator starts")
 }
 
 fn free_port() -> u16 {
@@ -180,7 +170,7 @@ on_both_backends!(
 );
 
 async fn a_killed_daemon_resumes_every_acknowledged_event_once(backend: Backend) {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let database = ScratchDatabase::create(backend).await;
     let rules = rules_dir();
     // Slow sends, so a backlog and sends in flight are there when the daemon dies.
@@ -235,7 +225,7 @@ async fn a_killed_daemon_resumes_every_acknowledged_event_once(backend: Backend)
 }
 
 async fn sigterm_finishes_the_send_in_flight_and_exits_zero(backend: Backend) {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let database = ScratchDatabase::create(backend).await;
     let rules = rules_dir();
     sim.push_fault(
@@ -289,7 +279,7 @@ async fn sigterm_finishes_the_send_in_flight_and_exits_zero(backend: Backend) {
 
 #[tokio::test]
 async fn two_instances_on_one_postgresql_send_every_reply_once() {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let database = ScratchDatabase::create(Backend::Postgres).await;
     let rules = rules_dir();
     let mut stops = Vec::new();

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use wtsbot::sim::{SimConfig, SimSession, WtsSim};
+use wtsbot::sim::SimSession;
 
-use crate::helpers::{Backend, TestAppBuilder, eventually, spawn_app};
+use crate::helpers::{Backend, TestAppBuilder, eventually, spawn_app, start_sim};
 
 async fn readyz_answers_ready(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -97,12 +97,7 @@ async fn metrics_move_as_webhooks_arrive(backend: Backend) {
 }
 
 async fn metrics_move_as_rules_fire_and_replies_are_sent(backend: Backend) {
-    let sim = WtsSim::start(SimConfig {
-        delivery_delay: None,
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
+    let sim = start_sim().await;
     // A rule id of this test alone, so its decision counter is this test's.
     let rule_id = format!("ops-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let rule = format!(

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use wtsbot::registration::SubscriptionKeeper;
 use wtsbot::rules::{Rule, RuleEngine, Snapshot};
-use wtsbot::sim::{Fault, FaultKind, SimConfig, SimSubscription, WtsSim};
+use wtsbot::sim::{Fault, FaultKind, SimSubscription, WtsSim};
 use wtsbot::wts::{NewSubscription, RetryPolicy, Timeouts, Unpaced, WtsClient};
 
-use crate::helpers::{Backend, TestAppBuilder};
+use crate::helpers::{Backend, TestAppBuilder, start_sim};
 
 const URL: &str = "https://bot.example.com/webhooks/wts/0123456789abcdef0123";
 const SUBSCRIPTIONS: &str = "/core/v1/webhook/subscription";
@@ -20,16 +20,6 @@ const BUILT_IN: [&str; 4] = [
     "SESSION_COMPLETE",
     "SESSION_UPDATE",
 ];
-
-async fn sim() -> WtsSim {
-    wtsbot::telemetry::init_for_tests();
-    WtsSim::start(SimConfig {
-        delivery_delay: None,
-        ..SimConfig::default()
-    })
-    .await
-    .expect("the simulator starts")
-}
 
 /// A temporary rules directory and database for CLI runs.
 struct Workspace {
@@ -144,7 +134,7 @@ fn only_subscription(sim: &WtsSim) -> SimSubscription {
 
 #[tokio::test]
 async fn registration_register_is_idempotent_and_follows_the_rules_events() {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let workspace = Workspace::new();
     workspace.write_rule("manual.toml", MANUAL_RULE);
     let register = ["webhook", "register", "--url", URL];
@@ -196,7 +186,7 @@ async fn registration_register_is_idempotent_and_follows_the_rules_events() {
 
 #[tokio::test]
 async fn registration_without_rules_listens_to_customer_messages_and_explicit_events_win() {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let workspace = Workspace::new();
     success(
         &workspace
@@ -240,7 +230,7 @@ async fn registration_without_rules_listens_to_customer_messages_and_explicit_ev
 
 #[tokio::test]
 async fn registration_matches_by_name_then_updates_url_and_enables() {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let client = sim_client(&sim);
     let old = client
         .create_subscription(&NewSubscription {
@@ -283,7 +273,7 @@ async fn registration_matches_by_name_then_updates_url_and_enables() {
 
 #[tokio::test]
 async fn registration_list_and_unregister() {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let workspace = Workspace::new();
     let token = sim.token();
     let stdout = success(&workspace.wtsbot(&sim, &token, &["webhook", "list"]).await);
@@ -323,7 +313,7 @@ async fn registration_list_and_unregister() {
 
 #[tokio::test]
 async fn registration_surfaces_wts_errors_with_key_and_text() {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let workspace = Workspace::new();
     let register = ["webhook", "register", "--url", URL];
 
@@ -391,7 +381,7 @@ async fn eventually(what: &str, check: impl Fn() -> bool) {
 
 #[tokio::test]
 async fn registration_keeper_retries_outages_and_follows_snapshot_changes() {
-    let sim = sim().await;
+    let sim = start_sim().await;
     sim.push_fault(
         Fault::new(FaultKind::ServerError { status: 503 })
             .on("GET", SUBSCRIPTIONS)
@@ -448,7 +438,7 @@ async fn registration_keeper_retries_outages_and_follows_snapshot_changes() {
 }
 
 async fn serve_ensures_the_subscription_at_start(backend: Backend) {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let app = TestAppBuilder::new(backend)
         .wts(&sim.base_url(), &sim.token())
         .setting("webhook.public_url", URL)
@@ -489,7 +479,7 @@ crate::on_both_backends!(
 
 #[tokio::test]
 async fn registration_reads_enabled_api_rules_from_the_database() {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let workspace = Workspace::new();
     let store = wtsbot::store::Store::connect(&wtsbot::config::DatabaseSettings {
         url: format!(

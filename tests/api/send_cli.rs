@@ -6,17 +6,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use wtsbot::sim::{Fault, FaultKind, SimConfig, SimSession, WtsSim};
+use wtsbot::sim::{Fault, FaultKind, SimSession, WtsSim};
 
-async fn sim() -> WtsSim {
-    wtsbot::telemetry::init_for_tests();
-    WtsSim::start(SimConfig {
-        delivery_delay: None,
-        ..SimConfig::default()
-    })
-    .await
-    .expect("the simulator starts")
-}
+use crate::helpers::start_sim;
 
 /// Runs `wtsbot <args>` against `sim` (no token when `sim` is `None`), feeding `stdin`.
 async fn wtsbot(sim: Option<&WtsSim>, args: &[&str], stdin: &[u8]) -> Output {
@@ -82,7 +74,7 @@ fn failure(output: &Output) -> String {
 
 #[tokio::test]
 async fn send_cli_sends_a_url_and_prints_the_answer() {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let session = sim.add_session(SimSession::new());
     let output = wtsbot(
         Some(&sim),
@@ -112,7 +104,7 @@ async fn send_cli_sends_a_url_and_prints_the_answer() {
 
 #[tokio::test]
 async fn send_cli_uploads_a_file_intact() {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let session = sim.add_session(SimSession::new());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("manual.pdf");
@@ -144,7 +136,7 @@ async fn send_cli_uploads_a_file_intact() {
 
 #[tokio::test]
 async fn send_cli_uploads_base64_from_stdin_with_a_name() {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let session = sim.add_session(SimSession::new());
     let content = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x10 screenshot".to_vec();
     let encoded = base64::engine::general_purpose::STANDARD.encode(&content);
@@ -180,7 +172,7 @@ async fn send_cli_uploads_base64_from_stdin_with_a_name() {
 
 #[tokio::test]
 async fn send_cli_sends_text_synchronously() {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let session = sim.add_session(SimSession::new());
     let output = wtsbot(
         Some(&sim),
@@ -204,7 +196,7 @@ async fn send_cli_sends_text_synchronously() {
 
 #[tokio::test]
 async fn send_cli_refuses_bad_input_before_any_call() {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("manual.pdf");
     let missing = missing.to_str().unwrap();
@@ -272,7 +264,7 @@ async fn send_cli_without_a_token_names_the_variable() {
 
 #[tokio::test]
 async fn send_cli_shows_the_wts_error() {
-    let sim = sim().await;
+    let sim = start_sim().await;
     sim.push_fault(
         Fault::new(FaultKind::FormError {
             text: "Contato não encontrado".into(),
@@ -295,7 +287,7 @@ async fn send_cli_shows_the_wts_error() {
 
 #[tokio::test]
 async fn send_cli_retries_a_rate_limit_then_succeeds() {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let session = sim.add_session(SimSession::new());
     sim.push_fault(
         Fault::new(FaultKind::TooManyRequests {
@@ -316,7 +308,7 @@ async fn send_cli_retries_a_rate_limit_then_succeeds() {
 
 #[tokio::test]
 async fn send_cli_gives_up_after_the_schedule_with_the_last_error() {
-    let sim = sim().await;
+    let sim = start_sim().await;
     sim.push_fault(
         Fault::new(FaultKind::ServerError { status: 502 })
             .on("POST", "/chat/")
@@ -335,7 +327,7 @@ async fn send_cli_gives_up_after_the_schedule_with_the_last_error() {
 
 #[tokio::test]
 async fn send_cli_does_not_repeat_a_send_that_may_have_arrived() {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let session = sim.add_session(SimSession::new());
     sim.push_fault(Fault::new(FaultKind::DropAfterProcessing).on("POST", "/chat/"));
     let output = wtsbot(
@@ -351,7 +343,7 @@ async fn send_cli_does_not_repeat_a_send_that_may_have_arrived() {
 
 #[tokio::test]
 async fn send_cli_times_out_without_sending_twice() {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let session = sim.add_session(SimSession::new());
     sim.push_fault(
         Fault::new(FaultKind::Latency {
@@ -382,7 +374,7 @@ async fn send_cli_times_out_without_sending_twice() {
 
 #[tokio::test]
 async fn send_cli_fails_when_wts_reports_the_message_failed() {
-    let sim = sim().await;
+    let sim = start_sim().await;
     let session = sim.add_session(SimSession::new().with_channel_failure("Janela expirada"));
     let output = wtsbot(
         Some(&sim),
