@@ -42,6 +42,8 @@ pub struct TaskContext {
     pub shutdown: CancellationToken,
     /// The live rule snapshot events are matched against.
     pub rules: Arc<RuleEngine>,
+    /// The rule revision log's fingerprint once `rules` was built.
+    pub rules_fingerprint: Option<(i64, i64)>,
 }
 
 /// The background tasks, each named so the log says which one ended and why.
@@ -74,6 +76,7 @@ fn spawn_background_tasks(ctx: &TaskContext, tasks: &mut BackgroundTasks) {
             ctx.settings.rules.dir.clone(),
             ctx.store.clone(),
             ctx.rules.clone(),
+            ctx.rules_fingerprint,
             ctx.settings.database.url.clone(),
             ctx.shutdown.clone(),
         ),
@@ -200,16 +203,16 @@ impl Application {
             InboxWriter::start(store.clone(), inbox_signal.clone(), inbox_stop.clone());
 
         let mut tasks = BackgroundTasks(JoinSet::new());
+        let rules = crate::rules::sync::start(&store, &settings.rules.dir)
+            .await
+            .context("cannot load the rules from the database")?;
         let ctx = TaskContext {
             settings: settings.clone(),
             store: store.clone(),
             inbox_signal: inbox_signal.clone(),
             shutdown: shutdown.clone(),
-            rules: Arc::new(
-                crate::rules::sync::start(&store, &settings.rules.dir)
-                    .await
-                    .context("cannot load the rules from the database")?,
-            ),
+            rules: Arc::new(rules),
+            rules_fingerprint: store.rules_fingerprint().await.ok(),
         };
         spawn_background_tasks(&ctx, &mut tasks);
 

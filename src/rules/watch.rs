@@ -29,10 +29,13 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
 /// Runs until `stop`: the file watcher, SIGHUP and the reload on others' changes.
+/// `seen` is the revision log's fingerprint when `engine` was built, so a write that lands
+/// before this task first runs still reloads (`None`: the first look reloads).
 pub async fn watch(
     dir: PathBuf,
     store: Store,
     engine: Arc<RuleEngine>,
+    seen: Option<(i64, i64)>,
     database_url: SecretString,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -40,7 +43,7 @@ pub async fn watch(
     let others = async {
         match store.backend() {
             Backend::Postgres => listen_postgres(&database_url, &store, &engine, &stop).await,
-            Backend::Sqlite => poll_revisions(&store, &engine, &stop).await,
+            Backend::Sqlite => poll_revisions(&store, &engine, seen, &stop).await,
         }
     };
     let (files, others) = tokio::join!(files, others);
@@ -166,9 +169,9 @@ async fn listen_once(
 async fn poll_revisions(
     store: &Store,
     engine: &RuleEngine,
+    mut seen: Option<(i64, i64)>,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut seen = store.rules_fingerprint().await.ok();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
