@@ -36,6 +36,9 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct ServerSettings {
     pub bind: String,
+    /// The address admins open (`https://bot.example.com`): UI cookies are `Secure` when
+    /// it is HTTPS, and the UI's `Origin` check uses it behind a proxy.
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -43,6 +46,9 @@ pub struct DatabaseSettings {
     pub url: SecretString,
     pub synchronous: Synchronous,
     pub max_connections: u32,
+    /// A database call that takes longer fails (webhooks answer 503).
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -102,11 +108,30 @@ pub struct WebhookSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct AdminSettings {
     pub token: Option<SecretString>,
+    /// How long a UI sign-in lasts.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+    /// The IANA zone the UI shows times and "today" in.
+    pub timezone: chrono_tz::Tz,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct RulesSettings {
     pub dir: PathBuf,
+    /// Who writes `rules.dir` into the database.
+    pub sync: RulesSync,
+    /// The compiled size of all regexes together; a write past it is refused.
+    pub regex_size_limit: ByteSize,
+}
+
+/// `rules.sync`: whether this instance writes its `rules.dir` into the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RulesSync {
+    /// At start and when this instance's own files change (watch, SIGHUP).
+    Auto,
+    /// Never; `wtsbot rules sync [DIR]` does it.
+    Manual,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -127,8 +152,13 @@ pub struct BotSettings {
     #[serde(with = "humantime_serde")]
     pub session_cache_ttl: Duration,
     pub senders: usize,
+    /// Sends in flight at once per instance (one per session at a time).
+    pub max_in_flight: usize,
     #[serde(with = "humantime_serde")]
     pub lease: Duration,
+    /// The longest WTS `Retry-After` honoured; a longer one is cut to it.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_after: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -205,6 +235,24 @@ impl Settings {
         if self.bot.senders == 0 {
             return invalid("bot.senders", "must be at least 1");
         }
+        if self.bot.max_in_flight == 0 {
+            return invalid("bot.max_in_flight", "must be at least 1");
+        }
+        if self.bot.lease < Duration::from_millis(100) {
+            return invalid("bot.lease", "must be at least 100ms");
+        }
+        if self.database.statement_timeout.is_zero() {
+            return invalid("database.statement_timeout", "must be above zero");
+        }
+        if self.rules.regex_size_limit.as_u64() == 0 {
+            return invalid("rules.regex_size_limit", "must be above zero");
+        }
+        if let Some(url) = &self.server.public_url
+            && !url.starts_with("http://")
+            && !url.starts_with("https://")
+        {
+            return invalid("server.public_url", "must be an http:// or https:// URL");
+        }
         if self.bot.direction.trim().is_empty() {
             return invalid("bot.direction", "must not be empty");
         }
@@ -240,8 +288,12 @@ impl Settings {
         };
         let h = |d: Duration| humantime::format_duration(d).to_string();
         let value = serde_json::json!({
-            "server": { "bind": self.server.bind },
-            "database": { "url": url, "synchronous": self.database.synchronous, "max_connections": self.database.max_connections },
+            "server": { "bind": self.server.bind, "public_url": self.server.public_url },
+            "database": {
+                "url": url, "synchronous": self.database.synchronous,
+                "max_connections": self.database.max_connections,
+                "statement_timeout": h(self.database.statement_timeout),
+            },
             "wts": {
                 "base_url": self.wts.base_url, "api_token": mask(&self.wts.api_token),
                 "timeout": h(self.wts.timeout), "connect_timeout": h(self.wts.connect_timeout),
@@ -252,8 +304,14 @@ impl Settings {
                 "token": mask(&self.webhook.token), "max_body": self.webhook.max_body.to_string(),
                 "public_url": public_url, "name": self.webhook.name,
             },
-            "admin": { "token": mask(&self.admin.token) },
-            "rules": { "dir": self.rules.dir },
+            "admin": {
+                "token": mask(&self.admin.token), "session_ttl": h(self.admin.session_ttl),
+                "timezone": self.admin.timezone.name(),
+            },
+            "rules": {
+                "dir": self.rules.dir, "sync": self.rules.sync,
+                "regex_size_limit": self.rules.regex_size_limit.to_string(),
+            },
             "files": { "max_size": self.files.max_size.to_string() },
             "bot": {
                 "direction": self.bot.direction, "session_reply_cap": self.bot.session_reply_cap,
@@ -261,7 +319,8 @@ impl Settings {
                 "max_reply_age": h(self.bot.max_reply_age),
                 "retry_schedule": durations(&self.bot.retry_schedule),
                 "session_cache_ttl": h(self.bot.session_cache_ttl),
-                "senders": self.bot.senders, "lease": h(self.bot.lease),
+                "senders": self.bot.senders, "max_in_flight": self.bot.max_in_flight,
+                "lease": h(self.bot.lease), "max_retry_after": h(self.bot.max_retry_after),
             },
             "history": { "retention": h(self.history.retention) },
             "log": { "format": self.log.format, "level": self.log.level },
@@ -352,6 +411,14 @@ mod tests {
         assert_eq!(s.bot.max_reply_age, Duration::from_secs(15 * 60));
         assert_eq!(s.history.retention, Duration::from_secs(30 * 86400));
         assert_eq!(s.log.format, LogFormat::Pretty);
+        assert_eq!(s.bot.max_retry_after, Duration::from_secs(5 * 60));
+        assert_eq!(s.bot.max_in_flight, 32);
+        assert_eq!(s.database.statement_timeout, Duration::from_secs(5));
+        assert_eq!(s.rules.sync, RulesSync::Auto);
+        assert_eq!(s.rules.regex_size_limit.as_u64(), 32 * 1024 * 1024);
+        assert_eq!(s.admin.session_ttl, Duration::from_secs(12 * 3600));
+        assert_eq!(s.admin.timezone, chrono_tz::America::Sao_Paulo);
+        assert!(s.server.public_url.is_none());
     }
 
     #[test]

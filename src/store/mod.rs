@@ -148,6 +148,7 @@ pub(crate) mod testing {
             url: url.into(),
             synchronous: Synchronous::Normal,
             max_connections: 2,
+            statement_timeout: std::time::Duration::from_secs(5),
         };
         let store = Store::connect(&settings).await.expect("open SQLite");
         store.migrate().await.expect("migrate");

@@ -317,6 +317,7 @@ impl TestApp {
             url: self.database().url().to_string().into(),
             synchronous: Synchronous::Full,
             max_connections: 2,
+            statement_timeout: std::time::Duration::from_secs(5),
         };
         Store::connect(&settings)
             .await

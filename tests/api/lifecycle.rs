@@ -262,6 +262,7 @@ async fn sigterm_finishes_the_send_in_flight_and_exits_zero(backend: Backend) {
         url: database.url().to_string().into(),
         synchronous: wtsbot::config::Synchronous::Full,
         max_connections: 1,
+        statement_timeout: std::time::Duration::from_secs(5),
     })
     .await
     .unwrap();

@@ -489,6 +489,7 @@ async fn registration_reads_enabled_api_rules_from_the_database() {
         .into(),
         synchronous: wtsbot::config::Synchronous::Normal,
         max_connections: 1,
+        statement_timeout: std::time::Duration::from_secs(5),
     })
     .await
     .unwrap();

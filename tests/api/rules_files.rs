@@ -264,6 +264,7 @@ async fn open(url: &str) -> Store {
         url: url.to_string().into(),
         synchronous: Synchronous::Normal,
         max_connections: 2,
+        statement_timeout: std::time::Duration::from_secs(5),
     })
     .await
     .unwrap()
